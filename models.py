@@ -1,0 +1,384 @@
+"""The five classifiers of the study, built fresh by name.
+
+    python models.py                              # table of the five models at 224 px, offline
+    python models.py --img-size 64 --device cuda  # the same table at another size / on a GPU
+    python models.py --weights imagenet           # also fetches the ImageNet weights into the torch
+                                                  # cache (once, on a connected machine)
+
+    from models import MODEL_NAMES, build_model, load_trained
+    model = build_model("fine_vgg", num_classes=3)  # a fresh model on every call
+    logits = model(x)                               # x: (B, 1, H, W) float in [0, 1], H, W >= 32
+    model, ckpt = load_trained("runs/.../checkpoint.pt")
+
+Every model is `Classifier(backbone, head)`: the backbone maps a (B, 1, H, W) batch in [0, 1] to flat
+features (B, F), the head maps those to logits, and `model(x) == model.head(model.backbone(x))`. Models
+with an ImageNet backbone replicate the SAR channel to RGB and apply the ImageNet mean/std themselves
+(`ImageNetInput`, first module of their backbone), also when built with weights="none", so a checkpoint
+always loads into the same architecture. Every head is the study's: Linear(F, 4096), ReLU, Dropout(0.5),
+Linear(4096, classes).
+
+| name        | backbone                                                   | F     | Grad-CAM target      |
+|-------------|------------------------------------------------------------|-------|----------------------|
+| cnn         | 3 x [conv3x3, BN, ReLU, maxpool 2] (64/128/256), pool 4x4  | 4096  | backbone.block3.relu |
+| vgg         | VGG16 features, ImageNet, trained; average pool to 7x7     | 25088 | backbone.features.29 |
+| resnet      | ResNet50 trunk, ImageNet, trained; global average pool     | 2048  | backbone.layer4      |
+| fine_vgg    | VGG16 features, ImageNet, frozen; global average pool      | 512   | backbone.features.29 |
+| fine_resnet | ResNet50 trunk, ImageNet, frozen; global average pool      | 2048  | backbone.layer4      |
+
+Choices and why:
+- cnn: the study's network without its defect 7 (a first linear layer 256*28*28 -> 4096, 822 M weights,
+  that only works at 224 px). An adaptive average pool to 4x4 keeps the coarse layout of the ship (length,
+  orientation) in 4096 features at any input size; at 32 px it is the identity. Random init always.
+- vgg keeps the study's 7x7 average pool and head (25088 -> 4096): everything trains, nothing is cached.
+- fine_vgg pools globally (512 features) instead: frozen features are computed once and cached per image
+  in fp16, where 512 values take 1 KB per image and the 7x7 map 49 KB; the head then has 2.1 M weights
+  instead of 103 M, less to memorise from a few thousand chips; and it is the ResNet design (global pool).
+- ResNet50 uses ResNet50_Weights.IMAGENET1K_V1 (76.1 % top-1): the weights `resnet50(pretrained=True)`
+  gave the study, from the classic recipe. V2 (80.9 %) comes from a heavy-augmentation recipe, i.e. other
+  features than the study's. VGG16 has only IMAGENET1K_V1.
+- Frozen backbones have requires_grad False and stay in eval mode (`FrozenBackbone.train` ignores its
+  argument), so ResNet's batch-norm statistics never move (the study's defect 6). Grad-CAM still gets
+  gradients at their target layer when the input requires grad; pytorch-grad-cam's GradCAM does NOT set
+  that by default (compute_input_gradient=False), so callers pass `x.requires_grad_(True)`.
+- Grad-CAM target: the activation of the last convolution whose map is at least 7x7 at 224 px (cnn 56x56,
+  VGG 14x14, ResNet 7x7), never the final pooling (a 1x1 map gives uniform heat maps: defect 11).
+- ImageNet weights come through torchvision's weights API and cache,
+  torch.hub.get_dir()/checkpoints/<file name of the weights URL> ($TORCH_HOME/hub/checkpoints, by default
+  ~/.cache/torch/hub/checkpoints). A missing file is downloaded when the server answers within a few
+  seconds; otherwise WeightsUnavailableError says which file to put where, or to use --weights none.
+"""
+import argparse
+import socket
+import statistics
+import threading
+import time
+import urllib.request
+from collections import OrderedDict
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+from torchvision.models import ResNet50_Weights, VGG16_Weights
+
+MODEL_NAMES = ("cnn", "vgg", "resnet", "fine_vgg", "fine_resnet")
+WEIGHT_CHOICES = ("imagenet", "none")
+VGG_WEIGHTS = VGG16_Weights.IMAGENET1K_V1
+RESNET_WEIGHTS = ResNet50_Weights.IMAGENET1K_V1
+HEAD_HIDDEN = 4096  # the study's head width
+HEAD_DROPOUT = 0.5  # the study's nn.Dropout() default
+CONNECT_TIMEOUT_S = 5.0  # an offline machine must fail fast, not hang on DNS or TCP
+READ_TIMEOUT_S = 60.0  # a download that stalls this long is abandoned (partial file removed by torch.hub)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights are neither in the torch hub cache nor downloadable from here."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# building blocks
+
+class ImageNetInput(nn.Module):
+    """(B, 1, H, W) in [0, 1] -> (B, 3, H, W) normalised as the ImageNet weights expect."""
+
+    def __init__(self):
+        super().__init__()
+        # non-persistent: constants, not state, so checkpoints hold only learned values and BN statistics
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(f"expected a single-channel batch (B, 1, H, W) in [0, 1], got shape "
+                             f"{tuple(x.shape)}; pass the SAR chip as one channel, the model makes RGB")
+        return (x.expand(-1, 3, -1, -1) - self.mean) / self.std  # (B, 3, H, W)
+
+
+class FrozenBackbone(nn.Sequential):
+    """A Sequential whose parameters never train and which stays in eval mode whatever train() is asked."""
+
+    def __init__(self, modules: "OrderedDict[str, nn.Module]"):
+        super().__init__(modules)
+        self.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True):
+        # model.train() reaches here through nn.Module.train's recursion: ignoring `mode` keeps batch-norm
+        # statistics fixed, which is what "frozen" means for ResNet (the study's code let them drift)
+        return super().train(False)
+
+
+class Classifier(nn.Module):
+    """backbone: (B, 1, H, W) -> (B, F); head: (B, F) -> (B, classes)."""
+
+    def __init__(self, backbone: nn.Sequential, head: nn.Module, cam_target_name: str):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        # stored as a name, not a module attribute: a second reference would be registered as a submodule and
+        # duplicate its parameters in the state_dict
+        self.cam_target_name = cam_target_name
+        self.frozen_backbone = isinstance(backbone, FrozenBackbone)
+        self.get_submodule(cam_target_name)  # raises now, not in Grad-CAM, if the name is wrong
+
+    @property
+    def cam_target_layer(self) -> nn.Module:
+        return self.get_submodule(self.cam_target_name)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def study_head(in_features: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_features, HEAD_HIDDEN),
+        nn.ReLU(inplace=True),
+        nn.Dropout(HEAD_DROPOUT),
+        nn.Linear(HEAD_HIDDEN, num_classes),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ImageNet weights through torchvision's weights API and the torch hub cache
+
+def weights_path(weights: torchvision.models.WeightsEnum) -> Path:
+    """Where torchvision looks for (and downloads) these weights:
+    torch.hub.get_dir()/checkpoints/<file name of the URL>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def _unavailable(weights, reason: str) -> WeightsUnavailableError:
+    path = weights_path(weights)
+    builder = type(weights).__name__.removesuffix("_Weights").lower()  # VGG16_Weights -> vgg16
+    return WeightsUnavailableError(
+        f"ImageNet weights {weights} are not in the torch cache and could not be downloaded ({reason}).\n"
+        f"  expected file: {path}\n"
+        f"  cache folder:  {path.parent}  (torch.hub.get_dir()/checkpoints; set TORCH_HOME to use another)\n"
+        "Fix, either:\n"
+        f"  - on a machine with internet, fetch the file:\n"
+        f"      curl -L -o {path.name} {weights.url}\n"
+        f"    or let torchvision fetch it into that machine's cache:\n"
+        f"      python -c \"import torchvision; torchvision.models.{builder}(weights='{weights.name}')\"\n"
+        f"    and copy it to {path} here;\n"
+        "  - or run with --weights none (VGG and ResNet then start from random weights, unlike the study)."
+    )
+
+
+def _reachable(url: str, timeout: float) -> str | None:
+    """None if the server answers within `timeout` seconds, else the reason. Runs in a daemon thread because
+    name resolution ignores socket timeouts and can block far longer on a machine without network."""
+    outcome = {}
+
+    def probe():
+        try:
+            # a fresh opener reads the proxy settings now (urlopen's global one froze them at first use)
+            with urllib.request.build_opener().open(url, timeout=timeout):
+                outcome["ok"] = True
+        except Exception as e:  # noqa: BLE001 - a probe: any failure (DNS, refused, TLS, HTTP) = unreachable
+            outcome["error"] = f"{type(e).__name__}: {e}"
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    if outcome.get("ok"):
+        return None
+    return outcome.get("error", f"no answer from {urlparse(url).hostname} within {timeout:.0f} s")
+
+
+def fetch_weights(weights: torchvision.models.WeightsEnum) -> Path:
+    """Make sure the weights file is in the torch cache (downloading it if the network allows it);
+    return its path."""
+    path = weights_path(weights)
+    if path.is_file():
+        return path
+    reason = _reachable(weights.url, CONNECT_TIMEOUT_S)
+    if reason is not None:
+        raise _unavailable(weights, reason)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # torchvision file names carry a prefix of the file's sha256, which torch.hub checks
+    hash_prefix = torch.hub.HASH_REGEX.search(path.name).group(1)
+    print(f"downloading {weights.url} to {path}", flush=True)
+    previous = socket.getdefaulttimeout()
+    # torch.hub's urlopen takes no timeout argument: without this a stalled transfer would hang forever
+    socket.setdefaulttimeout(READ_TIMEOUT_S)
+    try:
+        torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=hash_prefix, progress=True)
+    except (OSError, RuntimeError) as e:  # network errors; RuntimeError is torch.hub's hash mismatch
+        raise _unavailable(weights, f"download failed: {type(e).__name__}: {e}") from e
+    finally:
+        socket.setdefaulttimeout(previous)
+    return path
+
+
+def imagenet_state_dict(weights: torchvision.models.WeightsEnum) -> dict:
+    fetch_weights(weights)
+    # through torchvision's API: it resolves the same cached file; weights_only keeps unpickling safe
+    return weights.get_state_dict(map_location="cpu", progress=False, check_hash=True, weights_only=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# builders
+
+def _cnn(num_classes: int, weights: str) -> Classifier:
+    def block(c_in, c_out):
+        return nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(c_in, c_out, kernel_size=3, padding=1),
+            bn=nn.BatchNorm2d(c_out),
+            relu=nn.ReLU(),  # not in place: Grad-CAM hooks this module's output
+            pool=nn.MaxPool2d(2),
+        ))
+
+    backbone = nn.Sequential(OrderedDict(
+        block1=block(1, 64),  # (B, 64, H/2, W/2)
+        block2=block(64, 128),  # (B, 128, H/4, W/4)
+        block3=block(128, 256),  # (B, 256, H/8, W/8)
+        pool=nn.AdaptiveAvgPool2d(4),  # (B, 256, 4, 4) at any input size
+        flatten=nn.Flatten(),  # (B, 4096)
+    ))
+    return Classifier(backbone, study_head(256 * 4 * 4, num_classes), "backbone.block3.relu")
+
+
+def _vgg_features(weights: str) -> nn.Sequential:
+    # the VGG16 conv layers alone: torchvision.models.vgg16() would also build (and initialise) a 120 M-weight
+    # classifier that is thrown away
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+    if weights == "imagenet":
+        state = imagenet_state_dict(VGG_WEIGHTS)
+        features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                                  if k.startswith("features.")})
+    else:  # torchvision's VGG initialisation
+        for m in features.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+    return features
+
+
+def _vgg(num_classes: int, weights: str, frozen: bool) -> Classifier:
+    features = _vgg_features(weights)  # (B, 512, H/32, W/32); features[29] is the ReLU of conv5_3 at H/16
+    if frozen:
+        pool, n_features = nn.AdaptiveAvgPool2d(1), 512  # compact cacheable features (module docstring)
+    else:
+        pool, n_features = nn.AdaptiveAvgPool2d(7), 512 * 7 * 7  # the study's VGG head input
+    layers = OrderedDict(input=ImageNetInput(), features=features, pool=pool, flatten=nn.Flatten())
+    backbone = FrozenBackbone(layers) if frozen else nn.Sequential(layers)
+    return Classifier(backbone, study_head(n_features, num_classes), "backbone.features.29")
+
+
+def _resnet(num_classes: int, weights: str, frozen: bool) -> Classifier:
+    net = torchvision.models.resnet50(weights=None)
+    if weights == "imagenet":
+        net.load_state_dict(imagenet_state_dict(RESNET_WEIGHTS))
+    layers = OrderedDict(input=ImageNetInput())
+    for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+        layers[name] = getattr(net, name)  # layer4: (B, 2048, H/32, W/32)
+    layers["pool"] = nn.AdaptiveAvgPool2d(1)  # global pool of the 2048 channels (not defect 5's reshape)
+    layers["flatten"] = nn.Flatten()  # (B, 2048)
+    backbone = FrozenBackbone(layers) if frozen else nn.Sequential(layers)
+    return Classifier(backbone, study_head(2048, num_classes), "backbone.layer4")
+
+
+_BUILDERS = {
+    "cnn": _cnn,
+    "vgg": lambda n, w: _vgg(n, w, frozen=False),
+    "resnet": lambda n, w: _resnet(n, w, frozen=False),
+    "fine_vgg": lambda n, w: _vgg(n, w, frozen=True),
+    "fine_resnet": lambda n, w: _resnet(n, w, frozen=True),
+}
+
+
+def build_model(name: str, num_classes: int, weights: str = "imagenet") -> Classifier:
+    """A fresh model. weights: "imagenet" (VGG/ResNet backbones start from ImageNet; the cnn is always
+    randomly initialised) or "none" (random everywhere). Raises WeightsUnavailableError when ImageNet
+    weights are needed, not cached and not downloadable."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"unknown weights {weights!r}; valid: {', '.join(WEIGHT_CHOICES)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    return _BUILDERS[name](num_classes, weights)
+
+
+def load_trained(checkpoint_path, map_location="cpu"):
+    """(model in eval mode, checkpoint dict) from a grid checkpoint {"model", "model_name", "classes", ...}.
+    The model is built with weights="none" (the checkpoint holds every weight) on `map_location`."""
+    checkpoint = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
+    missing = [k for k in ("model", "model_name", "classes") if k not in checkpoint]
+    if missing:
+        raise ValueError(f"{checkpoint_path} is not a checkpoint of this project: keys {missing} are missing "
+                         "(test_models.py writes model, model_name, classes, ...)")
+    model = build_model(checkpoint["model_name"], len(checkpoint["classes"]), weights="none")
+    state = dict(checkpoint["model"])
+    for prefix in ("module.", "_orig_mod."):  # saved from a DistributedDataParallel or torch.compile wrapper
+        consume_prefix_in_state_dict_if_present(state, prefix)
+    model.load_state_dict(state)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    return model.eval(), checkpoint
+
+
+# ----------------------------------------------------------------------------------------------------------
+# table: python models.py
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description="Parameters, Grad-CAM layer and speed of each model",
+                                     add_help=add_help)
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument("--num-classes", type=int, default=3)
+    parser.add_argument("--img-size", type=int, default=224, help="square input size of the timed pass")
+    parser.add_argument("--weights", default="none", choices=WEIGHT_CHOICES,
+                        help="none (default): no download needed; imagenet: also fills the torch cache")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="timed forward passes (median reported)")
+    return parser
+
+
+def describe(model: Classifier, img_size: int, device: str, repeats: int) -> dict:
+    """Parameter counts, CAM target and its map size, and the median time of a batch-1 forward pass."""
+    model = model.to(device).eval()
+    shapes = []
+    hook = model.cam_target_layer.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape)))
+    x = torch.rand(1, 1, img_size, img_size, device=device)
+    times = []
+    with torch.no_grad():
+        n_features = model.backbone(x).shape[1]  # also the warm-up pass
+        for _ in range(repeats):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(x)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    hook.remove()
+    return {
+        "total": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "features": n_features,
+        "target": model.cam_target_name,
+        "cam": f"{shapes[0][2]}x{shapes[0][3]}",
+        "ms": 1000 * statistics.median(times),
+    }
+
+
+def main(args):
+    note = " (counts and times do not depend on it)" if args.weights == "none" else ""
+    print(f"input 1x1x{args.img_size}x{args.img_size}, {args.num_classes} classes, "
+          f"weights={args.weights!r}{note}, device {args.device}, {torch.get_num_threads()} CPU threads; "
+          f"forward = median of {args.repeats} batch-1 passes without grad")
+    header = (f"{'model':<12} {'total':>12} {'trainable':>12} {'features':>9}  {'cam target':<22} "
+              f"{'cam map':>8} {'forward ms':>10}")
+    print(header)
+    print("-" * len(header))
+    for name in args.models:
+        model = build_model(name, args.num_classes, args.weights)
+        row = describe(model, args.img_size, args.device, args.repeats)
+        print(f"{name:<12} {row['total']:>12,} {row['trainable']:>12,} {row['features']:>9}  "
+              f"{row['target']:<22} {row['cam']:>8} {row['ms']:>10.1f}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
