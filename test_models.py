@@ -28,6 +28,8 @@ Outputs, under --output-dir:
     results.txt         the human-readable log: configuration, epochs, metrics and confusion matrices per cell
     figures/cross_dataset_f1_macro_<imbalance>.png   macro-F1 heat map train set x test set, a panel per model
     figures/per_class_f1_<imbalance>.png             per-class F1 bars, a panel per (train set, test set)
+    report.md, report_*.csv, report_figures/        the study answered (report.py): counts, mean +- std over
+                                                     seeds, imbalance effects, cross-dataset, Grad-CAM scores
 The tables are rebuilt from every record found (also records of earlier runs with other seeds or strategies).
 
 Rerunning skips finished cells (--force retrains them). A run killed mid-cell leaves only its hidden temporary
@@ -84,6 +86,7 @@ from tqdm import tqdm
 
 import data
 import metrics
+import report
 from models import MODEL_NAMES, WEIGHT_CHOICES, WeightsUnavailableError, build_model, load_trained
 
 # Defaults of the study (reference-study.md): Adam, lr 0.001, 10 epochs, batch 64, 224 x 224, horizontal flip.
@@ -165,7 +168,11 @@ def get_args_parser(add_help=True):
                         help="mixed precision: auto = on for CUDA, off on the CPU")
     parser.add_argument("--force", action="store_true", help="retrain cells that are already finished")
     parser.add_argument("--aggregate-only", action="store_true",
-                        help="train nothing: rebuild the tables and figures from the records found")
+                        help="train nothing: rebuild the tables, figures and report from the records found")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: rebuild report.md, report_*.csv and report_figures/ only")
+    parser.add_argument("--exp-dir", default="Exp_images",
+                        help="grad_cams.py's output folder, read by the report's Grad-CAM section")
     return parser
 
 
@@ -341,7 +348,7 @@ def cell_dir(output_dir, cell):
 def cell_args(args, cell, test_sets):
     """The args of one cell, JSON-safe: the grid's args with the four axes narrowed to this cell."""
     train_set, model_name, imbalance, seed = cell
-    out = {k: v for k, v in vars(args).items() if k not in ("force", "aggregate_only")}
+    out = {k: v for k, v in vars(args).items() if k not in ("force", "aggregate_only", "report", "exp_dir")}
     out.update(datasets=[train_set], models=[model_name], imbalance=[imbalance], seeds=[seed],
                test_sets=list(test_sets))
     return out
@@ -577,8 +584,8 @@ def write_atomic(path, write):
         tmp.unlink(missing_ok=True)
 
 
-def aggregate(output_dir):
-    """Rebuild scores.csv, predictions.csv, results.txt and figures/ from every record found."""
+def aggregate(output_dir, data_dir, exp_dir):
+    """Rebuild scores.csv, predictions.csv, results.txt, figures/ and report.md from every record found."""
     output_dir = Path(output_dir)
     records = find_records(output_dir)
     if not records:
@@ -610,6 +617,7 @@ def aggregate(output_dir):
     print(f"tables: {output_dir / 'scores.csv'} ({len(scores)} rows), {output_dir / 'predictions.csv'} "
           f"({len(predictions)} rows), {output_dir / 'results.txt'}; figures: "
           f"{', '.join(str(f) for f in figures)}")
+    print(f"report: {report.build_report(output_dir, data_dir, exp_dir)}")
     return scores
 
 
@@ -812,8 +820,10 @@ def environment(device):
 def main(args):
     output_dir = Path(args.output_dir)
     clean_stale(output_dir)
+    if args.report:
+        return report.build_report(output_dir, args.data_dir, args.exp_dir)
     if args.aggregate_only:
-        return aggregate(output_dir)
+        return aggregate(output_dir, args.data_dir, args.exp_dir)
 
     for flag, least in (("epochs", 1), ("batch_size", 2), ("img_size", 1), ("num_workers", 0)):
         if getattr(args, flag) < least:
@@ -879,7 +889,7 @@ def main(args):
         print(f"[{index}/{len(cells)}] {cell_name(cell)}: {args.epochs} epoch(s) in "
               f"{record['train_seconds']:.1f} s, loss {last['loss']:.3f}, train acc {last['accuracy']:.1f}; "
               f"test acc/macro-F1 {tests} | {len(durations)}/{todo} trained, {eta}", flush=True)
-    return aggregate(output_dir)
+    return aggregate(output_dir, args.data_dir, args.exp_dir)
 
 
 def _duration(seconds):
