@@ -1,0 +1,344 @@
+"""FUSAR-Ship reader: the dataset's zip or folder -> chip records (metadata) and 8-bit chip arrays.
+
+    from dataset_prep import open_tree
+    import fusar
+    for root in fusar.find_roots(open_tree("data/raw/fusar"), forced=True):
+        chips, skips, notes = fusar.list_chips(root)
+        image = fusar.load_chip(root, chips[0])                # (H, W) uint8
+
+Layouts accepted (shared/design/data-formats.md):
+- nested `<Category>/<SubCategory>/Ship_CxxSyyNzzzz.tiff` (FUSAR-Ship 1.0) or flat class folders
+  (`Cargo/*.tiff`, `.png`), or one folder of chips whose classes come from the metadata;
+- metadata `meta.csv` (tab- or comma-separated; columns id, mmsi, length, width, polarMode, centerLookAngle,
+  heightspace, widthspace, path, with backslashes in path), or `meta.xls` (needs the optional xlrd package),
+  or none at all.
+
+The class is the top folder under the dataset root (the folder holding meta.csv, else the common folder of the
+chips); the metadata's `path` gives it only for chips lying directly in the root (its first component). Folder
+and metadata can disagree (reported for the real data): the folder wins, since it is where the file is, and the
+disagreements are counted in the notes. Metadata joins the chip on its file stem (the `id` column, or the file
+name at the end of `path`); chips without a row keep their class and leave mmsi/length/width/spacing empty.
+
+Class names are the dataset's own (Cargo, Fishing, Tanker, Tug, Passenger, Other, Dredger, LawEnforce, ...),
+matched case-insensitively to that spelling. A FUSAR class and an OpenSARShip class are one class only when
+their names are identical (Cargo, Fishing, Tanker, Tug, Passenger): "Other" (FUSAR) and "Other Type"
+(OpenSARShip), or "Dredger" and "Dredging", stay distinct, since their definitions differ.
+
+Chips: uint8, single channel; a trailing (or leading) channel axis of size 1 is squeezed; an RGB copy whose
+three channels are equal is taken as gray (else converted to luminance); any other pixel type is refused.
+"""
+
+import csv
+import io
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+CATEGORIES = ("Cargo", "DiveVessel", "Dredger", "Fishing", "HighSpeedCraft", "LawEnforce", "Other", "Passenger",
+              "PortTender", "Reserved", "SAR", "Tanker", "Tug", "Unspecified", "WingInGrnd")
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+META_NAMES = ("meta.csv", "meta.xls")  # meta.csv wins when both are present
+FUSAR_NAME_RE = re.compile(r"Ship_C\d+S\d+N\d+", re.IGNORECASE)
+# OpenSARShip scene folders also hold images (Patch_RGB PNGs...): never FUSAR chips.
+_OPENSARSHIP_FOLDERS = ("Patch", "Patch_Cal", "Patch_Uint8", "Patch_RGB")
+_SCENE_RE = re.compile(r"S1[A-D]_[A-Z0-9]{2}_")
+
+
+class MetaError(Exception):
+    """The metadata file cannot be read as it stands (e.g. meta.xls without xlrd); the message says the fix."""
+
+
+def canonical_class(name):
+    """The FUSAR spelling of a category name, matched case-insensitively; other names unchanged."""
+    for c in CATEGORIES:
+        if c.lower() == name.strip().lower():
+            return c
+    return name.strip()
+
+
+def _junk(name):
+    return any(p.startswith(".") or p == "__MACOSX" for p in name.split("/"))
+
+
+def _under(name, folder):
+    return folder == "" or name == folder or name.startswith(folder + "/")
+
+
+def _parent(name):
+    return name.rsplit("/", 1)[0] if "/" in name else ""
+
+
+def _common_folder(names):
+    parts = [n.split("/")[:-1] for n in names]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return "/".join(common)
+
+
+@dataclass
+class FusarRoot:
+    tree: object
+    prefix: str  # the dataset folder inside the tree ('' = the tree's root)
+    label: str
+    meta: str = None  # member name of meta.csv / meta.xls, or None
+
+
+def find_roots(tree, forced=False):
+    """FUSAR-Ship dataset folders in `tree` (archives inside it searched too), as FusarRoots.
+
+    Recognised by a meta.csv/meta.xls beside FUSAR-named chips (Ship_CxxSyyNzzzz), or by FUSAR-named chips;
+    inside a tree or archive whose name says "fusar", or when `forced` (the user named the path with --fusar),
+    any chips count, so re-packaged copies with other file names are found too.
+    """
+    fusarish = forced or "fusar" in re.split(r"[/!]", tree.label.rstrip("/"))[-1].lower()
+    names = [n for n in tree.names() if not _junk(n)]
+    images = [n for n in names if n.lower().endswith(IMAGE_SUFFIXES)
+              and not any(p in _OPENSARSHIP_FOLDERS for p in n.split("/")[:-1])]
+    metas = {}
+    for n in names:
+        base = n.rsplit("/", 1)[-1].lower()
+        if base in META_NAMES:
+            folder = _parent(n)
+            if folder not in metas or (base == "meta.csv" and not metas[folder].lower().endswith(".csv")):
+                metas[folder] = n
+    roots = []
+    for folder, meta in sorted(metas.items()):
+        inside = [i for i in images if _under(i, folder)]
+        if fusarish or any(FUSAR_NAME_RE.search(i) for i in inside):
+            roots.append(FusarRoot(tree, folder, tree.describe(folder) if folder else tree.label, meta))
+    leftover = [i for i in images if not any(_under(i, r.prefix) for r in roots)]
+    named = [i for i in leftover if FUSAR_NAME_RE.search(i.rsplit("/", 1)[-1])]
+    found = []
+    for n in names:
+        if n.lower().endswith((".zip", ".rar")) and not any(_under(n, r.prefix) for r in roots):
+            stem = PurePosixPath(n).stem
+            if _SCENE_RE.search(stem) or "opensarship" in stem.lower():
+                continue  # OpenSARShip's scene or outer archives
+            sub = tree.open(n)
+            sub_roots = find_roots(sub, forced="fusar" in n.lower())
+            found.extend(sub_roots)
+            if not sub_roots:
+                sub.close()
+    # Loose chips (outside a folder with metadata): FUSAR-named ones; or, inside a FUSAR-named tree or a path the
+    # user named, any chips, unless a FUSAR dataset was found elsewhere in it (then they are unrelated files).
+    loose = leftover if fusarish and not roots and not found else named
+    if loose:
+        folder = _common_folder(loose)
+        # Chips of one category only (a one-class copy): the root is the folder above the category folder.
+        parts = folder.split("/") if folder else []
+        cat = next((i for i, p in enumerate(parts) if canonical_class(p) in CATEGORIES), None)
+        if cat is not None:
+            folder = "/".join(parts[:cat])
+        roots.append(FusarRoot(tree, folder, tree.describe(folder) if folder else tree.label))
+    return roots + found
+
+
+def root_signature(root):
+    """Relative chip names of a root: equal for a zip and its extracted copy (read once)."""
+    cut = len(root.prefix) + 1 if root.prefix else 0
+    return tuple(sorted(n[cut:] for n in root.tree.names()
+                        if _under(n, root.prefix) and n.lower().endswith(IMAGE_SUFFIXES) and not _junk(n)))
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+
+
+def _number(text):
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return ""
+    if not np.isfinite(v) or v <= 0:
+        return ""
+    return str(int(v)) if v == int(v) else f"{v:.10g}"
+
+
+def _mmsi(text):
+    text = str(text or "").strip()
+    try:
+        v = float(text)
+    except ValueError:
+        return ""
+    return str(int(v)) if np.isfinite(v) and v > 0 and v == int(v) else ""
+
+
+def read_meta(tree, member):
+    """Metadata rows as dicts with lower-case keys. meta.csv: tab or comma separated (sniffed from the header)."""
+    data = tree.read(member)
+    if member.lower().endswith(".xls"):
+        try:
+            import xlrd  # optional: only the .xls variant of the metadata needs it
+        except ImportError as e:
+            raise MetaError(f"{tree.describe(member)}: reading meta.xls needs the xlrd package: pip install xlrd "
+                            "(or save the sheet as meta.csv beside it, or delete it to take classes from the "
+                            "folders)") from e
+        sheet = xlrd.open_workbook(file_contents=data).sheet_by_index(0)
+        header = [str(v).strip().lower() for v in sheet.row_values(0)]
+        rows = [dict(zip(header, (_cell(v) for v in sheet.row_values(i)))) for i in range(1, sheet.nrows)]
+        return rows
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    lines = text.splitlines()
+    if not lines:
+        return []
+    header = lines[0]
+    delimiter = "\t" if "\t" in header else ";" if header.count(";") > header.count(",") else ","
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+            for row in reader]
+
+
+def _cell(v):
+    if isinstance(v, float) and v == int(v):
+        return str(int(v))
+    return str(v).strip()
+
+
+def _path_parts(text):
+    return [p for p in re.split(r"[\\/]+", text or "") if p]
+
+
+def meta_index(rows):
+    """{file stem (lower case): row}, keyed by `id` and by the file name ending `path` when it has one."""
+    index = {}
+    for row in rows:
+        keys = []
+        parts = _path_parts(row.get("path"))
+        if parts and parts[-1].lower().endswith(IMAGE_SUFFIXES):
+            keys.append(PurePosixPath(parts[-1]).stem)
+        ident = _path_parts(row.get("id"))
+        if ident:
+            keys.append(PurePosixPath(ident[-1]).stem if ident[-1].lower().endswith(IMAGE_SUFFIXES) else ident[-1])
+        for k in keys:
+            index.setdefault(k.lower(), row)
+    return index
+
+
+# ---------------------------------------------------------------------------------------------- chips
+
+
+def list_chips(root):
+    """Chip records of one FUSAR-Ship root (nothing decoded yet).
+
+    Returns (chips, skips, notes): skips are (source, reason, detail) for chips without any class; notes are
+    counts of metadata disagreements worth reporting ({"meta path disagrees with folder": n, ...}).
+    """
+    rows = read_meta(root.tree, root.meta) if root.meta else []
+    index = meta_index(rows)
+    cut = len(root.prefix) + 1 if root.prefix else 0
+    chips, skips, notes, used = [], [], {}, set()
+    for member in sorted(n for n in root.tree.names() if _under(n, root.prefix) and not _junk(n)
+                         and n.lower().endswith(IMAGE_SUFFIXES)):
+        rel = member[cut:]
+        parts = rel.split("/")
+        stem = PurePosixPath(parts[-1]).stem
+        row = index.get(stem.lower())
+        if row is not None:
+            used.add(id(row))
+        meta_parts = _path_parts(row.get("path")) if row else []
+        if meta_parts and meta_parts[-1].lower().endswith(IMAGE_SUFFIXES):
+            meta_parts = meta_parts[:-1]
+        meta_cls = canonical_class(meta_parts[0]) if meta_parts else None
+        folder_cls = canonical_class(parts[0]) if len(parts) >= 2 else None
+        cls = folder_cls or meta_cls
+        if cls is None:
+            skips.append((root.tree.describe(member), "no class",
+                          "chip directly in the dataset folder and no metadata row naming its class"))
+            continue
+        if folder_cls and meta_cls and folder_cls != meta_cls:
+            notes["meta path disagrees with folder (folder used)"] = notes.get(
+                "meta path disagrees with folder (folder used)", 0) + 1
+        if row is None and rows:
+            notes["chips without a metadata row"] = notes.get("chips without a metadata row", 0) + 1
+        chips.append({
+            "dataset": "fusar",
+            "class": cls,
+            "name": stem,
+            "source": root.tree.describe(member),
+            "member": member,
+            "scene": "",
+            "acquisition": "",
+            "position": f"fusar:{rel}",
+            "mmsi": _mmsi(row.get("mmsi")) if row else "",
+            "pol": (row.get("polarmode") or "").lower() if row else "",
+            "product": "",
+            "ship_length_m": _number(row.get("length")) if row else "",
+            "ship_width_m": _number(row.get("width")) if row else "",
+            "spacing_row_m": _number(row.get("heightspace")) if row else "",
+            "spacing_col_m": _number(row.get("widthspace")) if row else "",
+            "has_record": row is not None,
+            "latlon": None,
+            "geometry": None,
+            "mask_key": str(PurePosixPath(rel).with_suffix(".png")),
+        })
+    unused = sum(1 for row in rows if id(row) not in used)
+    if unused:
+        notes["metadata rows without a chip"] = unused
+    return chips, skips, notes
+
+
+def decode(data):
+    """Image bytes -> (H, W) uint8. Raises ValueError with the reason when the file is not a usable chip."""
+    arr, error = None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a corrupt file is reported once, as a skipped chip with its reason
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                if img.mode in ("P", "PA"):
+                    img = img.convert("RGBA" if img.mode == "PA" else "RGB")
+                arr = np.asarray(img).copy()
+        except Exception as e:  # noqa: BLE001 - Pillow raises many types; tifffile may still read the file
+            error = e
+        if arr is None and data[:4] in (b"II*\x00", b"MM\x00*"):
+            import tifffile  # TIFFs Pillow rejects (odd sample layouts)
+            quiet = logging.getLogger("tifffile")
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)
+            try:
+                arr = tifffile.imread(io.BytesIO(data))
+            except Exception:  # noqa: BLE001 - the Pillow error below is the more telling one
+                arr = None
+            finally:
+                quiet.setLevel(level)
+            if arr is not None and (arr.ndim < 2 or arr.size == 0):
+                arr = None
+    if arr is None:
+        raise ValueError(f"cannot decode image: {_clean(error)}")
+    # (512, 512, 1) or (1, 512, 512): a channel axis of one.
+    while arr.ndim > 2 and (arr.shape[-1] == 1 or arr.shape[0] == 1):
+        arr = arr[..., 0] if arr.shape[-1] == 1 else arr[0]
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype == np.uint8:
+        rgb = arr[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            arr = rgb[..., 0]
+        else:
+            arr = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype != np.uint8:
+        raise ValueError(f"unexpected pixel type {arr.dtype} (FUSAR-Ship chips are 8-bit)")
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"unexpected image shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def load_chip(root, chip):
+    """The chip as an (H, W) uint8 array. Raises ValueError with the reason when it cannot be decoded."""
+    return decode(root.tree.read(chip["member"]))
+
+
+def _clean(error):
+    # Decoder messages name the in-memory buffer ("<_io.BytesIO object at 0x7f...>"): drop it, so the
+    # summaries of two identical runs are identical.
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(error)) or type(error).__name__

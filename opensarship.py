@@ -1,0 +1,486 @@
+"""OpenSARShip reader: scene archives or folders -> chip records (metadata) and 8-bit chip arrays.
+
+    from dataset_prep import open_tree
+    import opensarship
+    tree = open_tree("data/raw/opensarship")                    # a folder, an outer zip, a scene zip...
+    for ref in opensarship.find_scenes(tree):                   # SceneRef: lazily opened scene
+        with ref.open() as scene:                               # Scene: the opened tree, Ship.xml records
+            chips, skips = opensarship.list_chips(scene, product="uint8", pol="co")
+            image = opensarship.load_chip(scene, chips[0])     # (H, W) uint8
+
+Layouts accepted (shared/design/data-formats.md): version 1.0 scene zips (a top folder named after the scene,
+`Metedata.xml`, `Ship.xml`) and version 2.0 (files at the root, `<scene>.xml`, a `Ship.xml` often closed by the
+malformed `<\\ShipList>` and with unescaped `<` in ship names); scene zips or rars, an outer zip of them, extracted
+scene folders, or any mix. The same scene found twice (an extracted folder and its zip, a browser's `(1)` copy)
+is read once: scenes are keyed by their Sentinel-1 product name.
+
+Chip products (`product`):
+- `uint8`: `Patch_Uint8/Visual_<Class>_x<X>_y<Y>_<pol>.tif`, the amplitude scaled per chip so that its brightest
+  pixel is 255. The default.
+- `cal`: `Patch_Cal/<Class>_x<X>_y<Y>.tif`, float32 calibrated backscatter (linear intensity; bands cross, co in
+  dual-pol scenes). Converted to dB and mapped linearly from CAL_DB_RANGE onto 0..255 (clipped), the same range
+  for every scene, so brightness is comparable across chips and scenes (unlike the per-chip `uint8` scaling).
+- `rgb`: `Patch_RGB/<Class>_x<X>_y<Y>_<pol>.png` (a `.tif` ending in version 1.0): NOT a chip but a rendered
+  figure (jet colour map, axes, colour bar). Converted to grayscale; kept only to reproduce the published study.
+
+Polarisation (`pol`): `co` (VV or HH, or the only channel of single-pol scenes), `cross` (VH or HV; none in
+single-pol scenes), `both` (each channel as its own chip; the grouping keeps the two together).
+
+Ship.xml: a chip joins its record on (Center_x, Center_y) = (x, y) of its file name. Measured on the real scenes:
+the chip is the square of side 2h+1 centred on Center, where h = UpperLeft_x - Center_x = Center_x - LowerRight_x
+(the tags are swapped in image terms: "UpperLeft" holds the larger coordinates), so chip pixel (row, col) of scene
+pixel (x, y) is (y - (Center_y - h), x - (Center_x - h)); Head/Tail mapped this way lie on the bright hull.
+"""
+
+import io
+import re
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from html import unescape
+from pathlib import PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+PRODUCTS = {"uint8": "Patch_Uint8", "cal": "Patch_Cal", "rgb": "Patch_RGB"}
+# Class names seen in the real chip names (shared/design/data-formats.md); the reader takes any name it finds.
+CLASSES = ("Cargo", "Dredging", "Dredging or underwater ops", "Fishing", "Law Enforcement", "Other Type",
+           "Passenger", "Search and Rescue vessel", "Tanker", "Tug")
+POLS = ("co", "cross", "both")
+PRODUCT_FOLDERS = ("Patch", "Patch_Cal", "Patch_Uint8", "Patch_RGB")
+# Fixed dB window for the `cal` product, the same for every scene. Measured on the real chips (VV and VH, GRD
+# and SLC): sea clutter 0.1th percentile about -33 dB (VH), ship cores up to about +20 dB (VV 99.9th percentile
+# 11-22 dB). 55 dB over 255 levels is about 0.2 dB a level.
+CAL_DB_RANGE = (-35.0, 20.0)
+# Nominal pixel spacing (row = azimuth, col = range) in metres, used only when the scene metadata lacks it:
+# Sentinel-1 IW GRDH is 10 m x 10 m; IW SLC about 13.9 m azimuth x 2.33 m slant range (the real scenes' values).
+NOMINAL_SPACING_M = {"GRD": (10.0, 10.0), "SLC": (13.9, 2.33)}
+
+# Sentinel-1 product name: MMM_BB_TTTR_LFPP_start_stop_orbit_datatake_crc, e.g.
+# S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0 (SLC: S1A_IW_SLC__1SDV_...).
+SCENE_RE = re.compile(
+    r"(?P<mission>S1[A-D])_(?P<mode>[A-Z0-9]{2})_(?P<type>[A-Z0-9_]{4})_(?P<level>\d)(?P<pclass>[A-Z])"
+    r"(?P<npol>[SD])(?P<pol>[VH])_\d{8}T\d{6}_\d{8}T\d{6}_(?P<orbit>\d{6})_(?P<datatake>[0-9A-F]{6})_[0-9A-F]{4}")
+# Chip file name; the class may hold spaces and underscores ("Other Type", "Search and Rescue vessel"), so the
+# pattern is anchored on _x<X>_y<Y>, never split on "_".
+CHIP_RE = re.compile(r"^(?:Visual_)?(?P<cls>.+?)_x(?P<x>\d+)_y(?P<y>\d+)(?:_(?P<pol>[vh][vh]))?\.(?:tiff?|png)$",
+                     re.IGNORECASE)
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+# A browser's duplicate-download suffix: "...36F7(1).zip", "...36F7 (2).zip".
+COPY_SUFFIX_RE = re.compile(r"\s*\(\d+\)$")
+
+
+def scene_name_of(text):
+    """The Sentinel-1 product name inside `text` (a file or folder name), or None."""
+    m = SCENE_RE.search(text)
+    return m.group(0) if m else None
+
+
+def acquisition_of(scene):
+    """Key shared by the GRD and SLC products of one acquisition: mission, absolute orbit, datatake id."""
+    m = SCENE_RE.search(scene)
+    return f"{m['mission']}_{m['orbit']}_{m['datatake']}" if m else scene
+
+
+def product_type_of(scene):
+    m = SCENE_RE.search(scene)
+    if not m:
+        return ""
+    return "SLC" if m["type"].startswith("SLC") else "GRD" if m["type"].startswith("GRD") else m["type"].strip("_")
+
+
+def is_archive(name):
+    return name.lower().endswith((".zip", ".rar"))
+
+
+def _junk(name):
+    # macOS resource forks and hidden files ride along in many re-zipped downloads.
+    return any(p.startswith(".") or p == "__MACOSX" for p in name.split("/"))
+
+
+def scene_roots(names):
+    """Folders (posix, '' = root) that hold a scene: the parent of a Patch* folder or of Ship.xml."""
+    roots = set()
+    for n in names:
+        if _junk(n):
+            continue
+        parts = n.split("/")
+        for i, p in enumerate(parts[:-1]):
+            if p in PRODUCT_FOLDERS:
+                roots.add("/".join(parts[:i]))
+                break
+        else:
+            if parts[-1] == "Ship.xml":
+                roots.add("/".join(parts[:-1]))
+    # A scene folder never nests inside another scene folder: keep the outermost.
+    return sorted(r for r in roots if not any(o != r and _under(r, o) for o in roots))
+
+
+def _under(name, folder):
+    return folder == "" or name == folder or name.startswith(folder + "/")
+
+
+# ---------------------------------------------------------------------------------------------- Ship.xml
+
+_PAIR_RE = re.compile(r"<([A-Za-z_][\w.\-]*)>(.*?)</\1\s*>", re.DOTALL)
+
+
+def _fields(text, out):
+    # A tolerant XML reader for Ship.xml: an element whose content holds a complete <tag>...</tag> pair is a
+    # container (recurse); anything else is a leaf value. Unescaped "<" inside a name, or the malformed
+    # "<\ShipList>" closing tag of version 2.0, do not disturb it (ElementTree rejects both).
+    for m in _PAIR_RE.finditer(text):
+        tag, content = m.group(1), m.group(2)
+        if _PAIR_RE.search(content):
+            _fields(content, out)
+        else:
+            out.setdefault(tag, unescape(content.strip()))
+    return out
+
+
+def parse_ship_xml(text):
+    """Ship.xml text -> {(Center_x, Center_y): {tag: value}} (leaf tags of all sections, first occurrence)."""
+    records = {}
+    for m in re.finditer(r"<ship>(.*?)</ship\s*>", text, re.DOTALL | re.IGNORECASE):
+        rec = _fields(m.group(1), {})
+        try:
+            key = (round(float(rec["Center_x"])), round(float(rec["Center_y"])))
+        except (KeyError, ValueError):
+            continue
+        records.setdefault(key, rec)
+    return records
+
+
+def _number(text):
+    """A positive finite number as text ('190', '32.26'), or '' for missing, zero, NaN."""
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return ""
+    if not np.isfinite(v) or v <= 0:
+        return ""
+    return str(int(v)) if v == int(v) else f"{v:.10g}"
+
+
+def valid_mmsi(text):
+    """An MMSI as digits, or '' when missing or 0 (AIS placeholders)."""
+    text = (text or "").strip()
+    text = text.removesuffix(".0")
+    return text if text.isdigit() and int(text) > 0 else ""
+
+
+def _int(rec, tag):
+    try:
+        return round(float(rec[tag]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- scenes
+
+
+@dataclass
+class Scene:
+    """An opened scene: the tree holding it, its folder in the tree, its Ship.xml records and metadata."""
+    name: str
+    tree: object
+    prefix: str
+    label: str
+    version: str  # "1.0", "2.0", or "" when neither metadata file is present
+    records: dict = field(default_factory=dict)
+    spacing: tuple = ("", "")  # (row = azimuth, col = range) in metres, as text
+    has_ship_xml: bool = False
+
+    def member(self, rel):
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def names(self):
+        """File names relative to the scene folder."""
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        return [n[cut:] for n in self.tree.names() if _under(n, self.prefix) and not _junk(n)]
+
+
+@dataclass
+class SceneRef:
+    """A scene found by find_scenes, opened with `with ref.open() as scene:` (nested archives read then)."""
+    name: str
+    label: str
+    parent: object  # the tree that holds the scene folder or the scene archive
+    member: str = None  # the scene's archive inside `parent`, or None for a folder
+    prefix: str = ""  # the scene folder inside `parent` (member is None)
+    is_copy: bool = False  # a browser's "(1)" copy: loses against the original when both are present
+
+    @contextmanager
+    def open(self):
+        if self.member is None:
+            yield _make_scene(self.name, self.parent, self.prefix)
+            return
+        tree = self.parent.open(self.member)
+        try:
+            roots = scene_roots(tree.names())
+            if not roots:
+                # An archive named like a scene but holding no Patch* folder or Ship.xml: an empty scene.
+                yield Scene(self.name, tree, "", tree.label, "")
+                return
+            # One scene per scene archive; if an archive holds several folders, the one named after it wins.
+            root = next((r for r in roots if scene_name_of(r.rsplit("/", 1)[-1]) == self.name), roots[0])
+            yield _make_scene(self.name, tree, root)
+        finally:
+            tree.close()
+
+
+def _make_scene(name, tree, prefix):
+    scene = Scene(name, tree, prefix, tree.describe(prefix) if prefix else tree.label, "")
+    rels = set(scene.names())
+    meta = None
+    if "Metedata.xml" in rels or "Metadata.xml" in rels:
+        scene.version = "1.0"
+        meta = "Metedata.xml" if "Metedata.xml" in rels else "Metadata.xml"
+    elif f"{name}.xml" in rels:
+        scene.version = "2.0"
+        meta = f"{name}.xml"
+    if meta:
+        text = tree.read(scene.member(meta)).decode("utf-8", errors="replace")
+        scene.spacing = tuple(_attrib(text, a) for a in ("azimuth_spacing", "range_spacing"))
+    if not all(scene.spacing):
+        nominal = NOMINAL_SPACING_M.get(product_type_of(name))
+        if nominal:
+            scene.spacing = tuple(_number(v) for v in nominal)
+    if "Ship.xml" in rels:
+        scene.has_ship_xml = True
+        scene.records = parse_ship_xml(tree.read(scene.member("Ship.xml")).decode("utf-8", errors="replace"))
+    return scene
+
+
+def _attrib(text, name):
+    m = re.search(rf'name="{name}"\s+value="([^"]*)"', text)
+    return _number(m.group(1)) if m else ""
+
+
+def find_scenes(tree, _hint=None):
+    """Every scene in `tree` (a folder or archive tree; nested archives included), as SceneRefs (a scene found
+    twice is listed twice: dedupe_scenes keeps one).
+
+    Scene archives named after a Sentinel-1 product are not opened here (an outer zip of 40 scene zips is listed,
+    not read); other archives are opened and searched (an outer zip under any name, a renamed scene zip).
+    """
+    refs = []
+    names = tree.names()
+    roots = scene_roots(names)
+    for root in roots:
+        base = root.rsplit("/", 1)[-1]
+        rels = [n[len(root) + 1:] if root else n for n in names if _under(n, root)]
+        name = (scene_name_of(base)
+                or next((scene_name_of(r) for r in rels if "/" not in r and r.endswith(".xml")
+                         and scene_name_of(r)), None)
+                or (root == "" and _hint and scene_name_of(_hint))
+                or COPY_SUFFIX_RE.sub("", base or PurePosixPath(_hint or tree.label).stem))
+        label = tree.describe(root) if root else tree.label
+        refs.append(SceneRef(name, label, tree, prefix=root, is_copy=bool(COPY_SUFFIX_RE.search(base))))
+    for n in names:
+        if not is_archive(n) or _junk(n) or any(_under(n, r) for r in roots):
+            continue
+        stem = PurePosixPath(n).stem
+        name = scene_name_of(stem)
+        if name:
+            refs.append(SceneRef(name, tree.describe(n), tree, member=n,
+                                 is_copy=bool(COPY_SUFFIX_RE.search(stem))))
+        elif "fusar" not in n.lower():  # a FUSAR-Ship archive lying beside the scenes is not searched
+            sub = tree.open(n)
+            try:
+                refs.extend(find_scenes(sub, _hint=stem))
+            finally:
+                if not any(r.parent is sub for r in refs):
+                    sub.close()
+    return refs
+
+
+def dedupe_scenes(refs):
+    """One SceneRef per scene name (originals before "(1)" copies, then by label); returns (kept, dropped)."""
+    kept, dropped = {}, []
+    for ref in sorted(refs, key=lambda r: (r.name, r.is_copy, r.label)):
+        if ref.name in kept:
+            dropped.append((ref, kept[ref.name]))
+        else:
+            kept[ref.name] = ref
+    return list(kept.values()), dropped
+
+
+# ---------------------------------------------------------------------------------------------- chips
+
+
+def scene_pols(scene_name, suffixes):
+    """(co, cross, dual) for a scene: from its product name (1SDV, 1SSH...), else from the chip suffixes seen."""
+    m = SCENE_RE.search(scene_name)
+    if m:
+        base = m["pol"].lower()
+        return base * 2, base + ("h" if base == "v" else "v"), m["npol"] == "D"
+    seen = sorted(s for s in suffixes if s)
+    if seen:
+        base = "h" if any(s[0] == "h" for s in seen) else "v"
+        return base * 2, base + ("h" if base == "v" else "v"), True
+    return "", "", False
+
+
+def list_chips(scene, product="uint8", pol="co"):
+    """Chip records of one opened scene for a product and polarisation choice (nothing decoded yet).
+
+    Returns (chips, skips). A chip is a dict: the manifest fields known before decoding (dataset, class, scene,
+    mmsi, pol, product, ship_length_m, ship_width_m, spacing_row_m, spacing_col_m; '' when unknown), plus name
+    (output stem: <scene>_x<X>_y<Y>[_<pol>]), source (archive!member), member (name in scene.tree), band (cal:
+    "co"/"cross"), acquisition and position (for grouping), latlon (Ship.xml centre or None), has_record,
+    geometry (for chip_coords) and mask_key (<scene>/<Class>_x<X>_y<Y>.png, the synthetic sidecar mask).
+    Skips are (source, reason, detail) for chips that cannot exist under this choice (a missing polarisation
+    file, a cross-pol request on a single-pol scene, an unrecognised file name in the product folder).
+    """
+    if product not in PRODUCTS:
+        raise ValueError(f"unknown OpenSARShip product {product!r}: choose one of {', '.join(PRODUCTS)}")
+    if pol not in POLS:
+        raise ValueError(f"unknown polarisation {pol!r}: choose one of {', '.join(POLS)}")
+    folder = PRODUCTS[product]
+    positions, skips = {}, []
+    for rel in sorted(scene.names()):
+        parts = rel.split("/")
+        if len(parts) != 2 or parts[0] != folder or not rel.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        m = CHIP_RE.match(parts[1])
+        if not m:
+            skips.append((scene.tree.describe(scene.member(rel)), "unrecognised file name",
+                          "expected <Class>_x<X>_y<Y>[_pol]"))
+            continue
+        key = (m["cls"], int(m["x"]), int(m["y"]))
+        positions.setdefault(key, {})[(m["pol"] or "").lower() or None] = rel
+    co, cross, dual = scene_pols(scene.name, {s for files in positions.values() for s in files})
+    chips = []
+    for (cls, x, y), files in sorted(positions.items()):
+        if not dual and pol == "cross":
+            skips.append((scene.tree.describe(scene.member(next(iter(files.values())))), "no cross-pol channel",
+                          "single-polarisation scene"))
+            continue
+        for channel in {"co": [co], "cross": [cross], "both": [co, cross]}[pol] if dual else [co]:
+            if product == "cal" or not dual:
+                # Patch_Cal holds every channel as a band of one file; single-pol chips carry no suffix.
+                rel = files.get(None) or next(iter(files.values()))
+            else:
+                rel = files.get(channel)
+            if rel is None:
+                skips.append((scene.tree.describe(scene.member(next(iter(files.values())))),
+                              "missing polarisation", f"no _{channel} file for {cls}_x{x}_y{y}"))
+                continue
+            band = ("cross" if channel == cross else "co") if product == "cal" else None
+            chips.append(_chip_record(scene, product, cls, x, y, channel, band, rel))
+    return chips, skips
+
+
+def _chip_record(scene, product, cls, x, y, pol, band, rel):
+    rec = scene.records.get((x, y))
+    chip = {
+        "dataset": "opensarship",
+        "class": cls,
+        "name": f"{scene.name}_x{x}_y{y}" + (f"_{pol}" if pol else ""),
+        "source": scene.tree.describe(scene.member(rel)),
+        "member": scene.member(rel),
+        "band": band,
+        "scene": scene.name,
+        "acquisition": acquisition_of(scene.name),
+        "position": f"{scene.name}:x{x}_y{y}",
+        "mmsi": "",
+        "pol": pol,
+        "product": product,
+        "ship_length_m": "",
+        "ship_width_m": "",
+        "spacing_row_m": scene.spacing[0] if product != "rgb" else "",
+        "spacing_col_m": scene.spacing[1] if product != "rgb" else "",
+        "has_record": rec is not None,
+        "latlon": None,
+        "geometry": None,
+        "mask_key": f"{scene.name}/{cls}_x{x}_y{y}.png" if product != "rgb" else None,
+    }
+    if rec is not None:
+        chip["mmsi"] = valid_mmsi(rec.get("MMSI"))
+        chip["ship_length_m"] = _number(rec.get("Length")) or _number(rec.get("Length_overall"))
+        chip["ship_width_m"] = _number(rec.get("Width")) or _number(rec.get("Breadth_extreme"))
+        try:
+            chip["latlon"] = (float(rec["Center_latitude"]), float(rec["Center_longitude"]))
+        except (KeyError, ValueError):
+            pass
+        ends = [_int(rec, t) for t in ("Head_x", "Head_y", "Tail_x", "Tail_y")]
+        corners = [_int(rec, t) for t in ("UpperLeft_x", "UpperLeft_y", "LowerRight_x", "LowerRight_y")]
+        if product != "rgb" and None not in ends:
+            x0 = min(corners[0], corners[2]) if None not in corners else None
+            y0 = min(corners[1], corners[3]) if None not in corners else None
+            chip["geometry"] = {"cx": x, "cy": y, "x0": x0, "y0": y0, "head": ends[:2], "tail": ends[2:]}
+    return chip
+
+
+def chip_coords(chip, h, w):
+    """Head and tail in chip pixel coordinates {head_row, head_col, tail_row, tail_col} ('' when unknown)."""
+    g = chip.get("geometry")
+    if not g:
+        return {"head_row": "", "head_col": "", "tail_row": "", "tail_col": ""}
+    x0 = g["x0"] if g["x0"] is not None else g["cx"] - (w - 1) // 2
+    y0 = g["y0"] if g["y0"] is not None else g["cy"] - (h - 1) // 2
+    return {"head_row": g["head"][1] - y0, "head_col": g["head"][0] - x0,
+            "tail_row": g["tail"][1] - y0, "tail_col": g["tail"][0] - x0}
+
+
+def cal_to_uint8(intensity):
+    """Linear calibrated intensity -> dB -> 8 bits over CAL_DB_RANGE (clipped), the same mapping everywhere."""
+    lo, hi = CAL_DB_RANGE
+    db = 10.0 * np.log10(np.maximum(np.nan_to_num(intensity.astype(np.float64), nan=0.0), 1e-12))
+    return np.round((np.clip(db, lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def load_chip(scene, chip):
+    """The chip as an (H, W) uint8 array. Raises ValueError with the reason when it cannot be decoded."""
+    data = scene.tree.read(chip["member"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a corrupt file is reported once, as a skipped chip with its reason
+        return _decode(data, chip)
+
+
+def _decode(data, chip):
+    product = chip["product"]
+    if product == "cal":
+        import tifffile  # only the float32 Patch_Cal files need it (Pillow cannot read them)
+        try:
+            arr = tifffile.imread(io.BytesIO(data))
+        except Exception as e:  # any decoder failure is a corrupt file, reported with its text
+            raise ValueError(f"cannot decode TIFF: {_clean(e)}") from e
+        if arr.ndim == 2:
+            bands = arr[..., None]
+        elif arr.ndim == 3 and arr.shape[-1] <= 4:
+            bands = arr
+        else:
+            raise ValueError(f"unexpected Patch_Cal shape {arr.shape}")
+        if bands.shape[-1] == 1:
+            if chip["band"] == "cross":
+                raise ValueError("Patch_Cal has one band: no cross-pol channel")
+            band = bands[..., 0]
+        elif bands.shape[-1] == 2:
+            band = bands[..., 0 if chip["band"] == "cross" else 1]  # band order: cross, co (VH, VV)
+        else:
+            raise ValueError(f"Patch_Cal has {bands.shape[-1]} bands, expected 1 or 2")
+        return cal_to_uint8(band)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if product == "rgb" or img.mode in ("RGB", "RGBA", "P", "LA"):
+                img = img.convert("L")
+            if img.mode != "L":
+                raise ValueError(f"unexpected image mode {img.mode} (8-bit expected)")
+            arr = np.asarray(img, dtype=np.uint8).copy()
+    except ValueError:
+        raise
+    except Exception as e:  # Pillow raises many types for a corrupt file
+        raise ValueError(f"cannot decode image: {_clean(e)}") from e
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"unexpected image shape {arr.shape}")
+    return arr
+
+
+def _clean(error):
+    # Decoder messages name the in-memory buffer ("<_io.BytesIO object at 0x7f...>"): drop it, so the
+    # summaries of two identical runs are identical.
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(error)) or type(error).__name__
