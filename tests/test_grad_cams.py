@@ -1,0 +1,214 @@
+"""grad_cams.py on a tiny trained grid: files, maps, chips, on-ship scores, frozen gradients, problems.
+
+The module fixture trains the five models for one epoch at 64 px (every target map is at least 2x2 there:
+ResNet layer4 2x2, VGG conv5_3 4x4, cnn 16x16) on a tiny FUSAR-like set, and the cnn alone on a tiny
+OpenSARShip-like set, then explains both sets.
+"""
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from tiny_data import write_tiny_prepared
+
+import data
+import grad_cams
+import models
+import test_models
+
+PER_CLASS = 2
+IMG_SIZE = 64
+
+
+def _train(root, datasets, model_names):
+    args = test_models.get_args_parser().parse_args([
+        "--data-dir", str(root / "prepared"), "--output-dir", str(root), "--img-size", str(IMG_SIZE),
+        "--epochs", "1", "--weights", "none", "--device", "cpu", "--num-workers", "0",
+        "--datasets", datasets, "--test-sets", datasets, "--models", ",".join(model_names), "--seeds", "0"])
+    test_models.main(args)
+
+
+def _cam_args(root, exp_dir, *extra):
+    return grad_cams.get_args_parser().parse_args([
+        "--run-dir", str(root), "--data-dir", str(root / "prepared"), "--exp-dir", str(exp_dir),
+        "--per-class", str(PER_CLASS), "--figure-per-class", "1", "--device", "cpu", *extra])
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gradcam_grid")
+    write_tiny_prepared(root / "prepared", sets=("fusar", "opensarship"))
+    _train(root, "fusar", models.MODEL_NAMES)
+    _train(root, "opensarship", ["cnn"])
+    result = grad_cams.main(_cam_args(root, root / "Exp_images"))
+    return root, result
+
+
+def test_files_for_every_set_model_and_class(grid):
+    root, result = grid
+    exp = root / "Exp_images"
+    trained = {"fusar": models.MODEL_NAMES, "opensarship": ("cnn",)}
+    scores = pd.read_csv(exp / "cam_scores.csv", keep_default_na=False)
+    assert list(scores.columns[:9]) == ["set", "model", "path", "true", "pred", "on_ship_energy",
+                                        "peak_on_ship", "ship_area_fraction", "region_source"]
+    assert len(scores) == (5 + 1) * 3 * PER_CLASS
+    for set_name, model_names in trained.items():
+        split = data.load_split(root / "prepared" / set_name, "test", IMG_SIZE)
+        for model_name in model_names:
+            rows = scores[(scores["set"] == set_name) & (scores["model"] == model_name)]
+            assert sorted(rows["true"].unique()) == ["Cargo", "Fishing", "Tanker"]
+            for _, row in rows.iterrows():
+                folder = exp / set_name / model_name
+                chip = np.asarray(Image.open(folder / f"{row['true']}_o{row['index']}.png"))
+                # the chip given to the model is exactly data.load_split's at the checkpoint's size
+                np.testing.assert_array_equal(chip, split.images[split.paths.index(row["path"])])
+                overlay = np.asarray(Image.open(folder / f"{row['true']}_hm{row['index']}.png"))
+                assert overlay.shape == (IMG_SIZE, IMG_SIZE, 3)
+            assert sorted(rows["index"]) == sorted(list(range(PER_CLASS)) * 3)
+        assert (exp / "figures" / f"cam_grid_{set_name}.png").is_file()
+    assert (exp / "figures" / "cam_on_ship.png").is_file()
+    assert (scores["region_source"] == "mask").all()  # tiny chips carry exact masks
+    energy = scores["on_ship_energy"].astype(float)
+    assert ((energy >= 0) & (energy <= 1)).all()
+    # same preprocessing as the grid: the predictions explained are the grid's own predictions
+    assert (scores["agrees_with_grid"].astype(str) == "True").all()
+    # the missing models of opensarship are reported, not fatal
+    assert sum("opensarship" in p for p in result["problems"]) == 4
+
+
+def test_maps_differ_between_chips_and_are_not_uniform(grid):
+    _, result = grid
+    for model_name in models.MODEL_NAMES:
+        maps = result["maps"][("fusar", model_name)]
+        assert maps.shape == (3 * PER_CLASS, IMG_SIZE, IMG_SIZE)
+        assert (maps.reshape(len(maps), -1).std(axis=1) > 1e-3).all(), model_name
+        for k in range(1, len(maps)):
+            assert np.abs(maps[k] - maps[0]).max() > 1e-3, (model_name, k)
+
+
+def test_same_chips_across_models_and_reruns(grid, tmp_path):
+    root, result = grid
+    scores = result["scores"]
+    fusar = scores[scores["set"] == "fusar"]
+    per_model = [list(g["path"]) for _, g in fusar.groupby("model")]
+    assert all(p == per_model[0] for p in per_model)
+    assert per_model[0] == result["selection"]["fusar"]
+    rerun = grad_cams.main(_cam_args(root, tmp_path / "again", "--models", "cnn", "--datasets", "fusar"))
+    assert rerun["selection"]["fusar"] == result["selection"]["fusar"]
+    for name in ("Cargo_o0.png", "Tanker_o1.png"):
+        assert (tmp_path / "again/fusar/cnn" / name).read_bytes() == \
+            (root / "Exp_images/fusar/cnn" / name).read_bytes()
+    # the selection depends on the manifest's content only, not on its row order
+    manifest = grad_cams.read_manifest(root / "prepared" / "fusar")
+    shuffled = manifest.sample(frac=1.0, random_state=3)
+    a, _ = grad_cams.select_chips(manifest, PER_CLASS, seed=0)
+    b, _ = grad_cams.select_chips(shuffled, PER_CLASS, seed=0)
+    def paths(selection):
+        return {cls: [r["path"] for r in rows] for cls, rows in selection.items()}
+
+    assert paths(a) == paths(b)
+    c, _ = grad_cams.select_chips(manifest, PER_CLASS, seed=1)
+    assert [r["path"] for r in c["Cargo"]] != [r["path"] for r in a["Cargo"]]  # 6 Cargo chips: seed matters
+
+
+def test_on_ship_scores():
+    region = np.zeros((8, 8), bool)
+    region[2:4, 1:6] = True                                    # 10 of 64 pixels
+    energy, peak, area = grad_cams.on_ship_scores(region.astype(float), region)
+    assert (energy, peak, area) == (1.0, True, 10 / 64)
+    energy, _, area = grad_cams.on_ship_scores(np.full((8, 8), 0.3), region)
+    assert energy == pytest.approx(10 / 64) and area == 10 / 64
+    cam = np.zeros((8, 8))
+    cam[0, 0], cam[2, 2] = 1.0, 3.0                            # 3 of 4 units on the ship, peak on it
+    assert grad_cams.on_ship_scores(cam, region)[:2] == (0.75, True)
+    cam[0, 0] = 5.0
+    assert grad_cams.on_ship_scores(cam, region)[:2] == (3 / 8, False)
+    energy, peak, area = grad_cams.on_ship_scores(np.zeros((8, 8)), region)
+    assert np.isnan(energy) and np.isnan(peak) and area == 10 / 64
+
+
+def test_regions_from_metadata_cover_the_exact_masks(grid):
+    root, _ = grid
+    for set_name, source in (("opensarship", "head_tail"), ("fusar", "centre_disc")):
+        set_dir = root / "prepared" / set_name
+        for _, row in grad_cams.read_manifest(set_dir).iterrows():
+            exact, exact_source = grad_cams.native_region(row, set_dir)
+            assert exact_source == "mask"
+            estimate, got = grad_cams.native_region(row.drop("mask"), set_dir)
+            assert got == source
+            inter = (exact & estimate).sum()
+            assert inter / exact.sum() >= 0.95, row["path"]   # the ship lies inside the estimated region
+            assert inter / estimate.sum() >= (0.45 if source == "head_tail" else 0.2), row["path"]
+    # anisotropic SLC-like pixels (2.5 m rows, 10 m columns): a 100 m ship along the rows, 20 m wide
+    region = grad_cams.segment_region((80, 40), (20, 20), (60, 20), 20.0, (2.5, 10.0))
+    assert region[40].sum() == 3 and region[:, 20].sum() == 49  # +-10 m: 3 columns, rows 16..64
+    disc = grad_cams.disc_region((41, 41), 40.0, (1.0, 2.0))
+    assert disc[20].sum() == 21 and disc[:, 20].sum() == 41    # radius 20 m: +-10 columns, +-20 rows
+    small = grad_cams.resize_region(np.pad(np.ones((1, 1), bool), 20), 8)
+    assert small.sum() == 1                                     # a ship below half a pixel keeps one pixel
+
+
+def _grad_recorder(grads):
+    """Forward hook that appends the gradient reaching the hooked layer's output to `grads`."""
+
+    def hook(module, inputs, output):
+        if output.requires_grad:
+            output.register_hook(lambda g: grads.append(g.detach().clone()))
+
+    return hook
+
+
+def test_frozen_models_get_gradients_at_their_target_layer(grid):
+    root, _ = grid
+    split = data.load_split(root / "prepared" / "fusar", "test", IMG_SIZE)
+    for name in ("fine_vgg", "fine_resnet"):
+        # freshly built: freezing is the architecture's; loading the trained checkpoints again costs seconds
+        torch.manual_seed(0)
+        model = models.build_model(name, 3, weights="none")
+        assert model.frozen_backbone and not any(p.requires_grad for p in model.backbone.parameters())
+        grads = []
+        handle = model.cam_target_layer.register_forward_hook(_grad_recorder(grads))
+        try:
+            maps, _, _ = grad_cams.compute_cams(model, split.images[:2], "gradcam", "cpu")
+        finally:
+            handle.remove()
+        assert grads and all(g.abs().sum() > 0 for g in grads), name
+        assert (maps.reshape(2, -1).max(axis=1) > 0).all(), name
+
+
+def test_missing_checkpoint_grid_set_and_chips(grid, tmp_path, capsys):
+    root, _ = grid
+    run_dir = tmp_path / "grid"
+    cnn = run_dir / "runs/fusar/cnn/none"
+    cnn.mkdir(parents=True)
+    os.symlink(root / "runs/fusar/cnn/none/seed0", cnn / "seed0")        # a finished cell
+    vgg = run_dir / "runs/fusar/vgg/none/seed0"
+    vgg.mkdir(parents=True)
+    (vgg / "record.json").write_text("{}")                          # finished, but its checkpoint is gone
+    resnet = run_dir / "runs/fusar/resnet/none/seed0"
+    resnet.mkdir(parents=True)
+    (resnet / "record.json").write_text("{}")
+    (resnet / "checkpoint.pt").write_bytes(b"truncated")                 # a copy that was interrupted
+    args = grad_cams.get_args_parser().parse_args([
+        "--run-dir", str(run_dir), "--data-dir", str(root / "prepared"), "--exp-dir", str(tmp_path / "exp"),
+        "--datasets", "fusar,nowhere", "--models", "cnn,vgg,resnet,fine_vgg", "--per-class", "4",
+        "--device", "cpu"])
+    result = grad_cams.main(args)
+    out = capsys.readouterr().out
+    assert "checkpoint.pt is missing" in out
+    assert "resnet on fusar: cannot read" in out
+    assert "no grid records for model fine_vgg" in out
+    assert "no prepared set 'nowhere'" in out
+    assert "class Fishing has only 3 test chips (asked 4)" in out
+    assert set(result["scores"]["model"]) == {"cnn"}                    # the rest is done
+    assert (result["scores"]["true"].value_counts().to_dict()) == {"Cargo": 4, "Fishing": 3, "Tanker": 3}
+    assert (tmp_path / "exp/fusar/cnn/Fishing_hm2.png").is_file()
+    assert not (tmp_path / "exp/fusar/cnn/Fishing_hm3.png").exists()
+
+    empty = grad_cams.main(grad_cams.get_args_parser().parse_args([
+        "--run-dir", str(tmp_path / "no_grid"), "--data-dir", str(root / "prepared"),
+        "--exp-dir", str(tmp_path / "exp2"), "--device", "cpu"]))
+    assert "no grid under" in capsys.readouterr().out
+    assert len(empty["scores"]) == 0 and not (tmp_path / "exp2").exists()

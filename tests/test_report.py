@@ -1,0 +1,224 @@
+"""Tests of report.py: its numbers against scikit-learn on a real tiny grid, its statistics on hand-made
+tables, its links, and its honesty about seeds and synthetic data.
+
+    python -m pytest tests/test_report.py -q
+
+One tiny grid is trained once for the module (tests/tiny_data.py sets, cnn at 32 px, 1 epoch, batch 8, trained
+on fusar, tested on fusar and opensarship, imbalance none and weighted, seeds 0 and 1), then explained by
+grad_cams.py and reported on. The training split has a single rarest class (Tanker), so the imbalance section
+follows one class.
+"""
+import math
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
+from tiny_data import CLASSES, write_tiny_prepared
+
+import grad_cams
+import report
+import test_models
+
+TRAIN_COUNTS = {"Cargo": 8, "Fishing": 5, "Tanker": 3}  # Tanker alone is the rarest training class
+TEST_COUNTS = {"Cargo": 6, "Fishing": 3, "Tanker": 3}
+CELL = ["train_set", "test_set", "model", "imbalance"]
+
+
+def _grid_args(data, out, *extra):
+    return test_models.get_args_parser().parse_args(
+        ["--data-dir", str(data), "--output-dir", str(out), "--models", "cnn", "--img-size", "32",
+         "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--num-workers", "0", "--weights", "none",
+         *extra])
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report_grid")
+    data = write_tiny_prepared(root / "prepared", sets=("fusar", "opensarship"),
+                               counts={"train": TRAIN_COUNTS, "test": TEST_COUNTS})
+    out, exp = root / "out", root / "Exp_images"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread beats several fighting over a few shared cores
+    try:
+        test_models.main(_grid_args(data, out, "--datasets", "fusar", "--seeds", "0,1",
+                                    "--imbalance", "none,weighted"))
+        grad_cams.main(grad_cams.get_args_parser().parse_args(
+            ["--run-dir", str(out), "--data-dir", str(data), "--exp-dir", str(exp), "--models", "cnn",
+             "--per-class", "2", "--figure-per-class", "1", "--device", "cpu"]))
+    finally:
+        torch.set_num_threads(threads)
+    path = report.build_report(out, data, exp)
+    return {"data": data, "out": out, "exp": exp, "report": path, "text": path.read_text()}
+
+
+def _sklearn_scores(predictions):
+    """Per run and test set, recomputed here from predictions.csv with scikit-learn (percent)."""
+    rows = []
+    for key, g in predictions.groupby([*CELL, "seed"]):
+        t, p = g["true"], g["pred"]
+        row = dict(zip([*CELL, "seed"], key))
+        labels = list(CLASSES)
+        row.update(f1_macro=100 * f1_score(t, p, labels=labels, average="macro", zero_division=0),
+                   balanced_accuracy=100 * balanced_accuracy_score(t, p),
+                   f1_weighted=100 * f1_score(t, p, labels=labels, average="weighted", zero_division=0))
+        per_class_f1 = f1_score(t, p, labels=labels, average=None, zero_division=0)
+        per_class_recall = recall_score(t, p, labels=labels, average=None, zero_division=0)
+        for c, f, r in zip(CLASSES, per_class_f1, per_class_recall):
+            row[f"{c}_f1"], row[f"{c}_recall"] = 100 * f, 100 * r
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _md_row(text, first_cells):
+    """The cells of the markdown table row that starts with first_cells."""
+    prefix = "| " + " | ".join(first_cells) + " |"
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, f"expected one row starting {prefix!r}, found {lines}"
+    return [c.strip() for c in lines[0].strip("|").split("|")]
+
+
+def test_main_table_equals_sklearn_on_predictions(grid):
+    predictions = pd.read_csv(grid["out"] / "predictions.csv", keep_default_na=False)
+    expected = _sklearn_scores(predictions)
+    table = pd.read_csv(grid["out"] / report.MAIN_CSV)
+    assert len(table) == 4  # fusar x {fusar, opensarship} x cnn x {none, weighted}
+    for _, row in table.iterrows():
+        runs = expected[(expected[CELL] == row[CELL]).all(axis=1)]
+        assert sorted(runs["seed"]) == [0, 1] and row["n_seeds"] == 2
+        for value in ["f1_macro", "balanced_accuracy", "f1_weighted", *[f"{c}_f1" for c in CLASSES]]:
+            # the records hold percent with two decimals: a mean or an n = 2 std is off by at most 0.0071
+            assert row[f"{value}_mean"] == pytest.approx(runs[value].mean(), abs=0.01), value
+            assert row[f"{value}_std"] == pytest.approx(runs[value].std(ddof=1), abs=0.01), value
+        cells = _md_row(grid["text"], [row["train_set"], row["test_set"], "cnn", row["imbalance"]])
+        assert cells[4] == "n = 2"
+        shown = [f"{row[f'{v}_mean']:.1f} ± {row[f'{v}_std']:.1f}" for v in
+                 ["f1_macro", "balanced_accuracy", "f1_weighted", *[f"{c}_f1" for c in CLASSES]]]
+        assert cells[5:] == shown
+
+
+def test_imbalance_effect_is_paired_by_seed_on_the_rarest_class(grid):
+    assert "rarest class: Tanker" in grid["text"]
+    scores = _sklearn_scores(pd.read_csv(grid["out"] / "predictions.csv", keep_default_na=False))
+    effects = pd.read_csv(grid["out"] / report.EFFECTS_CSV)
+    effects = effects[effects["kind"] == "imbalance_vs_none"]
+    assert len(effects) == 2  # weighted - none, on fusar and on opensarship
+    for _, row in effects.iterrows():
+        same = (scores["train_set"] == "fusar") & (scores["test_set"] == row["test_set"])
+        weighted = scores[same & (scores["imbalance"] == "weighted")].set_index("seed")
+        none = scores[same & (scores["imbalance"] == "none")].set_index("seed")
+        for value, column in [("f1_macro", "f1_macro"), ("rare_recall", "Tanker_recall")]:
+            d = weighted[column] - none[column]
+            assert row[f"{value}_mean"] == pytest.approx(d.mean(), abs=0.01)
+            assert row[f"{value}_std"] == pytest.approx(d.std(ddof=1), abs=0.02)
+        assert row["n_seeds"] == 2
+    cells = _md_row(grid["text"], ["cnn", "weighted"])
+    by_test = effects.set_index("test_set")
+    assert cells[2] == "n = 2"
+    assert cells[3:] == [f"{by_test.loc[t, f'{v}_mean']:+.1f} ± {by_test.loc[t, f'{v}_std']:.1f}"
+                         for v in ("f1_macro", "rare_recall") for t in ("fusar", "opensarship")]
+
+
+def test_every_linked_file_exists(grid):
+    targets = re.findall(r"\]\(([^)]+)\)", grid["text"])
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", grid["text"])
+    assert {"report_figures/imbalance_effects.png", "figures/cross_dataset_f1_macro_none.png",
+            "figures/cross_dataset_f1_macro_weighted.png"} <= set(images)
+    assert any(t.endswith("cam_grid_fusar.png") for t in images)
+    for target in targets:
+        assert (grid["report"].parent / target).is_file(), target
+
+
+def test_report_sections_come_from_the_records(grid):
+    text = grid["text"]
+    assert text.startswith("# ") and "**SYNTHETIC DATA.**" in text.splitlines()[2]  # tiny chips have masks
+    assert _md_row(text, ["fusar", "train"])[2:] == ["8", "5", "3", "16"]
+    assert _md_row(text, ["opensarship", "test"])[2:] == ["6", "3", "3", "12"]
+    # floor of all-Cargo on a 6/3/3 test split: accuracy 50, macro-F1 (2/3)/3, balanced accuracy 1/3
+    assert _md_row(text, ["fusar", "Cargo"])[2:5] == ["50.0", "22.2", "33.3"]
+    assert _md_row(text, ["fusar", "published, fine-tuned VGG16"])[3:] == ["73.05", "70.54", "90.2", "31.2",
+                                                                            "60.3"]
+    assert _md_row(text, ["mixed", "published, all Cargo"])[3:5] == ["71.92", "60.18"]
+    assert _md_row(text, ["fusar", "ours, `fine_vgg`"])[2] == "no run"
+    assert "inverted" in text or "wrong way round" in text
+    records = [rec for _, rec in report.load_runs(grid["out"])]
+    cells = _md_row(text, ["fusar", "cnn", "4"])
+    assert cells[3] == f"{sum(r['train_seconds'] for r in records):.1f}"
+    assert cells[4] == f"{sum(r['eval_seconds'] for r in records):.1f}"
+    assert f"- Device: `{records[0]['device']}`" in text and f"`{records[0]['torch_version']}`" in text
+    summary = pd.read_csv(grid["exp"] / "cam_summary.csv").set_index("set")
+    cam = _md_row(text, ["fusar", "cnn", f"{summary.loc['fusar', 'n']} ({summary.loc['fusar', 'n_scored']})"])
+    assert cam[3] == f"{100 * summary.loc['fusar', 'on_ship_energy']:.1f}"
+    assert cam[4] == f"{100 * summary.loc['fusar', 'ship_area_fraction']:.1f}"
+
+
+def test_single_seed_grid_shows_no_spread(grid, tmp_path):
+    out = tmp_path / "out"
+    for seed0 in (grid["out"] / "runs").glob("*/*/*/seed0"):
+        shutil.copytree(seed0, out / seed0.relative_to(grid["out"]))
+    test_models.main(_grid_args(grid["data"], out, "--aggregate-only"))
+    text = report.build_report(out, grid["data"], grid["exp"]).read_text()
+    assert "±" not in text
+    assert "seeds 0 (single seed)" in text and "Single seed: every number is one run's result" in text
+    assert _md_row(text, ["fusar", "fusar", "cnn", "none"])[4] == "1 (single seed)"
+    table = pd.read_csv(out / report.MAIN_CSV)
+    assert table["f1_macro_std"].isna().all() and (table["n_seeds"] == 1).all()
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        assert (out / target).is_file(), target
+
+
+def test_aggregate_seeds_hand_made():
+    runs = pd.DataFrame({"cell": ["a", "a", "a", "a", "b"], "seed": [0, 1, 2, 3, 0],
+                         "x": [1.0, 2.0, 3.0, 4.0, 7.0], "y": [10.0, 10.0, 10.0, 13.0, 5.0]})
+    agg = report.aggregate_seeds(runs, ["cell"], ["x", "y"]).set_index("cell")
+    assert agg.loc["a", "x_mean"] == 2.5 and agg.loc["a", "y_mean"] == 10.75
+    # squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5, over n - 1 = 3
+    assert agg.loc["a", "x_std"] == pytest.approx(math.sqrt(5 / 3))
+    assert agg.loc["a", "y_std"] == pytest.approx(1.5)
+    assert agg.loc["a", "n_seeds"] == 4 and agg.loc["a", "seeds"] == "0 1 2 3"
+    assert agg.loc["b", "x_mean"] == 7.0 and np.isnan(agg.loc["b", "x_std"]) and agg.loc["b", "n_seeds"] == 1
+    assert report.fmt(agg.loc["a", "x_mean"], agg.loc["a", "x_std"], 4) == "2.5 ± 1.3"
+    assert report.fmt(agg.loc["b", "x_mean"], agg.loc["b", "x_std"], 1) == "7.0"
+    assert report.fmt(-0.04, 0.5, 2, signed=True) == "-0.0 ± 0.5" and report.fmt(math.nan) == "–"
+
+
+def test_pairs_use_only_seeds_both_runs_have():
+    keys = {"train_set": "fusar", "test_set": "fusar", "model": "cnn"}
+    runs = pd.DataFrame([{**keys, "imbalance": "none", "seed": s, "f1_macro": v, "rare_recall": r}
+                         for s, v, r in [(0, 50.0, 10.0), (1, 60.0, 20.0), (2, 70.0, 30.0)]]
+                        + [{**keys, "imbalance": "weighted", "seed": s, "f1_macro": v, "rare_recall": r}
+                           for s, v, r in [(1, 65.0, 40.0), (2, 71.0, 30.0), (3, 99.0, 99.0)]])
+    pairs = report.imbalance_pairs(runs)
+    assert sorted(pairs["seed"]) == [1, 2]  # seed 0 has no weighted run, seed 3 no baseline
+    agg = report.aggregate_seeds(pairs, ["train_set", "test_set", "model", "imbalance"],
+                                 ["f1_macro", "rare_recall"]).iloc[0]
+    assert agg["f1_macro_mean"] == 3.0 and agg["f1_macro_std"] == pytest.approx(math.sqrt(8))  # diffs 5 and 1
+    assert agg["rare_recall_mean"] == 10.0 and agg["n_seeds"] == 2
+
+    runs = [("opensarship", 0, 80.0), ("opensarship", 1, 70.0), ("fusar", 0, 30.0), ("fusar", 1, 40.0),
+            ("mixed", 5, 10.0)]  # mixed seed 5 has no run trained on opensarship: no pair
+    cross = pd.DataFrame([{"train_set": tr, "test_set": "opensarship", "model": "cnn", "imbalance": "none",
+                           "seed": s, "f1_macro": v} for tr, s, v in runs])
+    gaps = report.transfer_pairs(cross)
+    assert set(zip(gaps["train_set"], gaps["seed"], gaps["f1_macro"])) == {("fusar", 0, -50.0),
+                                                                           ("fusar", 1, -30.0)}
+
+
+def test_synthetic_rule():
+    real = pd.DataFrame({"source": ["data/raw/opensarship/S1A_x.zip!Patch_Uint8/Cargo_x1_y2_vv.tif"],
+                         "mask": [""]})
+    assert not report.is_synthetic(real)
+    assert report.is_synthetic(real.assign(source=["data/raw/synthetic/opensarship/S1A_x.zip!Patch/a.tif"]))
+    assert report.is_synthetic(real.assign(source=["C:\\raw\\synthetic\\fusar\\Cargo\\a.tiff"]))
+    assert report.is_synthetic(real.assign(mask=["masks/train/Cargo/a.png"]))
+    assert not report.is_synthetic(real.assign(source=["data/raw/not_synthetic_here/a.tif"]))
+    assert not report.is_synthetic(real, {"synthetic": False})
+    assert report.is_synthetic(real, {"synthetic": True})  # what dataset_prep.py --synthetic writes
+
+
+def test_no_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no finished cells .* run python test_models.py first"):
+        report.main(report.get_args_parser().parse_args(["--output-dir", str(tmp_path)]))
