@@ -1,24 +1,45 @@
-"""The data path of the grid: prepared splits decoded once into memory, batches drawn from tensors.
+"""The data path of the grid: prepared splits decoded once into a cache on disk, batches drawn from tensors.
 
     from data import load_split, Batches, to_model_input
     train = load_split("data/prepared/fusar", "train", img_size=224)     # SplitArrays
     train.images.shape                                                    # (N, 224, 224) uint8
+    print(train.describe())          # 2410 chips at 224 px = 120.9 MB uint8, in RAM (reused .cache/train_...)
 
 Why not ImageFolder + PIL per epoch: every epoch would decode and resize every PNG again (that is most of the
-run time for the small models). Here each chip is decoded and resized exactly once, the split lives in memory
-as one uint8 array (N x S x S bytes: 50 KB a chip at 224 px), batches are index permutations over that tensor,
-and augmentation runs batched on tensors, on the training device.
+run time for the small models). Here each chip is decoded and resized once per prepared split and size, the
+split is kept as one uint8 array (N x S x S bytes: 50 KB a chip at 224 px), batches are index
+permutations over that tensor, and augmentation runs batched on tensors, on the training device.
+
+Decoded cache: `<set>/.cache/<split>_<size>_<key>.npy`, key = the first 16 hex digits of the sha1 of the set's
+manifest.csv (which lists every chip with its own sha1, so any change of any chip changes the key). Built on
+the first use by any run or cell, written atomically (a temporary file renamed into place, so concurrent runs
+and an interruption never leave a partial cache), reused by every later cell and run; caches of an earlier
+manifest are removed when a new one is written. dataset_prep.py replaces a set folder whole, cache included.
+`mmap=True` (test_models.py --cache-on-disk) keeps it memory-mapped: the operating system pages chips in as
+batches touch them, for machines with less RAM than the split. A set folder that cannot be written (read-only
+data) is decoded in memory each run, with a message.
 
 Geometry: the whole chip is resized to S x S (bilinear with antialiasing), for training and testing alike (the
 published code trained on the whole chip and tested on a centre crop of a larger resize).
 
-Randomness: the order of the chips, the class-balanced sampler and the augmentation each draw from a
+Augmentation as views: an augmentation mode has a fixed, finite set of views of a chip (NUM_VIEWS: 1 for none,
+identity and horizontal flip for flip, the 8 symmetries of the square for flip+rot90). A batch draws one view
+index per sample (draw_views) and applies it (apply_views). The indices are explicit so that the frozen-
+feature cache (features.py), which holds the backbone's features of every view, replays exactly the draws of
+the uncached path: same seed, same chip order, same view per sample.
+
+Randomness: the order of the chips, the class-balanced sampler and the view draws each come from a
 torch.Generator the caller seeds (on the CPU, so CPU and GPU runs make the same draws); decoding is
 deterministic.
 """
 
 import csv
 import hashlib
+import io
+import os
+import socket
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,25 +49,56 @@ import torch
 from PIL import Image
 
 AUGMENTATIONS = ("none", "flip", "flip+rot90")
+# Views an augmentation can produce. View v of a chip: horizontally flipped if v is odd, then rotated by
+# v // 2 quarter turns (counter-clockwise, torch.rot90): 0 identity, 1 flip, 2 rot90, 3 flip+rot90, ...
+NUM_VIEWS = {"none": 1, "flip": 2, "flip+rot90": 8}
+CACHE_DIR = ".cache"
+KEY_CHARS = 16  # hex digits of the manifest sha1 in a cache file name: collisions are out of reach
 
 
 @dataclass
 class SplitArrays:
-    images: np.ndarray  # (N, S, S) uint8
+    images: np.ndarray  # (N, S, S) uint8 (an np.memmap with mmap=True)
     labels: np.ndarray  # (N,) int64, index into classes
     paths: list  # relative to the set folder, exactly as in its manifest.csv (e.g. "test/Cargo/x.png")
     classes: list  # sorted class names of the whole set (train and test), the ImageFolder order
+    cache_path: Path | None = None  # the decoded cache file, None when not cached
+    cache_status: str = "off"  # "built" (decoded now), "reused" (read back), "off" (not asked), "unwritable"
+    cache_error: str = ""  # why the cache could not be written, when cache_status is "unwritable"
+    seconds: float = 0.0  # time spent decoding or reading the cache
+
+    @property
+    def nbytes(self):
+        return int(self.images.nbytes)
+
+    def describe(self):
+        """One line: size of the decoded split, where it lives, and whether the cache was built or reused."""
+        n, size = self.images.shape[0], self.images.shape[-1]
+        where = "memory-mapped from disk" if isinstance(self.images, np.memmap) else "in RAM"
+        how = {"built": f"decoded in {self.seconds:.1f} s, cached as {self.cache_path}",
+               "reused": f"read in {self.seconds:.1f} s from {self.cache_path}",
+               "off": f"decoded in {self.seconds:.1f} s, not cached",
+               "unwritable": f"decoded in {self.seconds:.1f} s; not cached ({self.cache_error}), so every "
+                             "run decodes again: make the set folder writable"}[self.cache_status]
+        return f"{n} chips at {size} px = {self.nbytes / 1e6:.1f} MB uint8, {where} ({how})"
 
 
-def read_manifest(set_dir):
-    """Rows of `<set_dir>/manifest.csv` as dicts, in file order (sorted by path)."""
+def _read_manifest_bytes(set_dir):
     manifest = Path(set_dir) / "manifest.csv"
     if not manifest.is_file():
         raise FileNotFoundError(f"no prepared set at {set_dir} (missing manifest.csv): run python "
                                 "dataset_prep.py first (or python dataset_prep.py --synthetic for the "
                                 "synthetic demo)")
-    with open(manifest, newline="") as f:
-        return list(csv.DictReader(f))
+    return manifest.read_bytes()
+
+
+def _parse_manifest(content):
+    return list(csv.DictReader(io.StringIO(content.decode("utf-8"), newline="")))
+
+
+def read_manifest(set_dir):
+    """Rows of `<set_dir>/manifest.csv` as dicts, in file order (sorted by path)."""
+    return _parse_manifest(_read_manifest_bytes(set_dir))
 
 
 def set_classes(set_dir):
@@ -60,7 +112,7 @@ def set_classes(set_dir):
 
 def manifest_sha1(set_dir):
     """Content hash of a set's manifest.csv (it lists every chip with its own hash): the set's identity."""
-    return hashlib.sha1((Path(set_dir) / "manifest.csv").read_bytes()).hexdigest()
+    return hashlib.sha1(_read_manifest_bytes(set_dir)).hexdigest()
 
 
 def _decode(path, img_size):
@@ -72,30 +124,120 @@ def _decode(path, img_size):
         return np.asarray(im, dtype=np.uint8)
 
 
-def load_split(set_dir, split, img_size, num_workers=0):
-    """Decode every chip of one split of a prepared set once, resized whole to img_size x img_size.
+def decode_files(files, img_size, num_workers=0):
+    """(N, S, S) uint8: every file decoded and resized whole. num_workers > 0 decodes with that many threads
+    (Pillow releases the GIL while it decodes and resizes, so threads scale without the start-up cost of
+    processes); the result does not depend on it."""
+    images = np.zeros((len(files), img_size, img_size), np.uint8)  # filled in place: no second copy to stack
 
-    Returns SplitArrays in manifest order. num_workers > 0 decodes with that many threads (Pillow releases the
-    GIL while it decodes and resizes, so threads scale without the start-up cost of processes); the result
-    does not depend on it.
+    def one(i):
+        images[i] = _decode(files[i], img_size)
+
+    if num_workers > 0:
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            list(pool.map(one, range(len(files))))
+    else:
+        for i in range(len(files)):
+            one(i)
+    return images
+
+
+def cache_file(set_dir, split, img_size, manifest_sha):
+    """Where the decoded cache of one split at one size lives: <set>/.cache/<split>_<size>_<key>.npy."""
+    return Path(set_dir) / CACHE_DIR / f"{split}_{img_size}_{manifest_sha[:KEY_CHARS]}.npy"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale(folder, manifest_sha):
+    """Remove caches of other manifests (never usable again) and temporaries of dead processes on this host.
+    Caches of the current manifest at other sizes stay: another grid may run at that size."""
+    key = manifest_sha[:KEY_CHARS]
+    removed = []
+    for path in folder.iterdir():
+        name = path.name
+        if name.endswith(".npy") and not name.startswith(".") and not name.endswith(f"_{key}.npy"):
+            removed.append(path)
+        elif name.startswith(".") and ".tmp-" in name:
+            host, _, pid = name.rsplit(".tmp-", 1)[1].rpartition("-")[0].rpartition("-")
+            if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+                removed.append(path)
+    for path in removed:
+        path.unlink(missing_ok=True)  # another process may have removed it first
+    return removed
+
+
+def _write_cache(path, images):
+    """np.save into a temporary sibling, fsync, rename: a reader sees no file or the complete one."""
+    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_cache(path, shape, mmap):
+    """The cached array, or None when absent, unreadable or of another shape (then it is rebuilt)."""
+    try:
+        # "c" (copy-on-write) rather than "r": the array is writable, so torch.from_numpy takes it without a
+        # warning, and nothing is ever written back to the file
+        images = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return images if images.shape == shape and images.dtype == np.uint8 else None
+
+
+def load_split(set_dir, split, img_size, num_workers=0, cache=True, mmap=False):
+    """Every chip of one split of a prepared set, resized whole to img_size x img_size, in manifest order.
+
+    cache=True: read the decoded cache of this manifest and size if there is one, else decode and write it
+    (module docstring). mmap=True: keep the cached array memory-mapped instead of reading it into RAM.
+    cache=False: decode in memory, touch nothing on disk. The pixels are the same in every case.
     """
     set_dir = Path(set_dir)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    rows = read_manifest(set_dir)
+    content = _read_manifest_bytes(set_dir)  # hashed and parsed from the same bytes: the key fits the rows
+    sha = hashlib.sha1(content).hexdigest()
+    rows = _parse_manifest(content)
     classes = sorted({row["class"] for row in rows})
     rows = [row for row in rows if row["split"] == split]
     if not rows:
         raise ValueError(f"{set_dir} has no {split} chips in its manifest.csv: rerun python dataset_prep.py")
     files = [set_dir / row["path"] for row in rows]
-    if num_workers > 0:
-        with ThreadPoolExecutor(max_workers=num_workers) as pool:
-            decoded = list(pool.map(_decode, files, [img_size] * len(files)))
-    else:
-        decoded = [_decode(f, img_size) for f in files]
-    images = np.stack(decoded) if decoded else np.zeros((0, img_size, img_size), np.uint8)
     labels = np.array([classes.index(row["class"]) for row in rows], dtype=np.int64)
-    return SplitArrays(images=images, labels=labels, paths=[row["path"] for row in rows], classes=classes)
+    out = SplitArrays(images=None, labels=labels, paths=[row["path"] for row in rows], classes=classes)
+    start = time.perf_counter()
+    if cache:
+        out.cache_path = cache_file(set_dir, split, img_size, sha)
+        out.images = _read_cache(out.cache_path, (len(files), img_size, img_size), mmap)
+        out.cache_status = "reused"
+    if out.images is None:
+        out.images = decode_files(files, img_size, num_workers)
+        if cache:
+            try:
+                out.cache_path.parent.mkdir(exist_ok=True)
+                _write_cache(out.cache_path, out.images)
+                _remove_stale(out.cache_path.parent, sha)
+                out.cache_status = "built"
+                if mmap:  # from now on the pages belong to the file, not to this process
+                    out.images = _read_cache(out.cache_path, out.images.shape, mmap=True)
+            except OSError as e:  # read-only data, a full disk: still correct, only slower on the next run
+                out.cache_path, out.cache_status, out.cache_error = None, "unwritable", str(e)
+    out.seconds = time.perf_counter() - start
+    return out
 
 
 def to_model_input(x):
@@ -105,30 +247,59 @@ def to_model_input(x):
     return x.float().div_(255.0)
 
 
-def augment(x, mode, generator):
-    """Random augmentation of a batch (B, ..., S, S) on its own device, one independent draw per sample.
+def draw_views(n, mode, generator):
+    """One view index per sample, (n,) int64 on the CPU, drawn from `generator` (a CPU torch.Generator).
 
-    mode: "none"; "flip" (horizontal flip with probability 1/2, as in the study); "flip+rot90" (the flip, then
-    a rotation by a random multiple of 90 degrees: the 8 symmetries of the square, as a ship may point
-    anywhere). The draws come from `generator` (a CPU torch.Generator) so they do not depend on the device.
+    flip: 0 or 1, each with probability 1/2 (the study's random horizontal flip); flip+rot90: flip + 2 k with
+    k uniform in 0..3 (the 8 symmetries of the square: a ship may point anywhere). none draws nothing.
     """
     if mode not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {mode!r}: valid are {', '.join(AUGMENTATIONS)}")
     if mode == "none":
+        return torch.zeros(n, dtype=torch.long)
+    views = (torch.rand(n, generator=generator) < 0.5).long()
+    if mode == "flip+rot90":
+        views += 2 * torch.randint(0, 4, (n,), generator=generator)
+    return views
+
+
+def view(x, v):
+    """View v (NUM_VIEWS) of a batch (..., S, S): flipped horizontally if v is odd, then v // 2 quarter
+    turns."""
+    if v % 2:
+        x = x.flip(-1)
+    return torch.rot90(x, v // 2, dims=(-2, -1)) if v // 2 else x
+
+
+def apply_views(x, views):
+    """Batch (B, ..., S, S) on any device, views (B,) on the CPU: sample i becomes view(x[i], views[i])."""
+    present = torch.unique(views).tolist()  # on the CPU: no device synchronisation
+    if present == [0]:
         return x
     b = x.shape[0]
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device, non_blocking=True)
-    x = torch.where(flip.view(b, *[1] * (x.dim() - 1)), x.flip(-1), x)
-    if mode == "flip+rot90":
-        k = torch.randint(0, 4, (b,), generator=generator)
-        out = x.clone()
-        for turns in (1, 2, 3):
-            idx = (k == turns).nonzero().squeeze(1)  # on the CPU: no device synchronisation to test emptiness
-            if len(idx):
-                idx = idx.to(x.device)
-                out[idx] = torch.rot90(x[idx], turns, dims=(-2, -1))
-        x = out
-    return x
+    if set(present) <= {0, 1}:  # the study's flip: whole-batch operations, no gather
+        flip = views.to(x.dtype).to(x.device, non_blocking=True).view(b, *[1] * (x.dim() - 1))
+        if x.is_floating_point():
+            return torch.where(flip.bool(), x.flip(-1), x)
+        # integers (uint8 images): x + flip * (flipped - x) is exact in wrapping integer arithmetic, and on
+        # the CPU about 10x faster than torch.where with a broadcast mask
+        return x.flip(-1).sub_(x).mul_(flip).add_(x)
+    out = x.clone()
+    for v in present:
+        if v:
+            idx = (views == v).nonzero().squeeze(1).to(x.device, non_blocking=True)
+            out[idx] = view(x.index_select(0, idx), v)
+    return out
+
+
+def augment(x, mode, generator):
+    """Random augmentation of a batch (B, ..., S, S) on its own device, one independent draw per sample:
+    apply_views(x, draw_views(B, mode, generator)). mode none returns x itself and draws nothing."""
+    if mode not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {mode!r}: valid are {', '.join(AUGMENTATIONS)}")
+    if mode == "none":
+        return x
+    return apply_views(x, draw_views(x.shape[0], mode, generator))
 
 
 def balanced_sample_weights(labels, num_classes):
@@ -149,41 +320,70 @@ class Batches:
     """Mini-batches (uint8 images, labels) over a split held as tensors on the training device.
 
     Training (shuffle=True): a fresh order every epoch from `generator`; with `sample_weights` the order is n
-    draws with replacement (the class-balanced sampler); augmentation `augment` drawn from `aug_generator`. A
-    last batch of a single sample is dropped in training, because batch norm cannot train on one sample.
-    Evaluation (shuffle=False): the split in order, no augmentation, nothing dropped.
+    draws with replacement (the class-balanced sampler); a view per sample of augmentation `augment` drawn
+    from `aug_generator`. A last batch of a single sample is dropped in training, because batch norm cannot
+    train on one sample. Evaluation (shuffle=False): the split in order, no augmentation, nothing dropped.
+    plan() gives the draws alone; features.FeatureBatches replays them over cached features.
+
+    Under DistributedDataParallel (distributed.py) every rank builds the same Batches with its `rank` and the
+    `world_size` W: the epoch order (same generator, same seed on every rank) is cut into global batches of
+    `batch_size` exactly as in one process, and rank r takes the r-th of W equal contiguous shares of each.
+    The last global batch is trimmed to a multiple of W, and dropped where a rank would get a single chip of
+    it. Each rank draws the views of its own share from its own `aug_generator`. W = 1: one process, as above.
     """
 
     def __init__(self, images, labels, batch_size, shuffle=False, generator=None, sample_weights=None,
-                 augment="none", aug_generator=None):
+                 augment="none", aug_generator=None, rank=0, world_size=1):
         if shuffle and generator is None:
             raise ValueError("shuffled batches need a seeded generator")
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augment!r}: valid are {', '.join(AUGMENTATIONS)}")
         if augment != "none" and aug_generator is None:
             raise ValueError("augmented batches need a seeded aug_generator")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.shuffle, self.generator, self.sample_weights = shuffle, generator, sample_weights
         self.augment, self.aug_generator = augment, aug_generator
+        self.rank, self.world_size = rank, world_size
 
     def _sizes(self):
-        n, bs = len(self.labels), self.batch_size
+        """Global batch sizes of one epoch (every rank's shares together)."""
+        n, bs, w = len(self.labels), self.batch_size, self.world_size
         sizes = [min(bs, n - start) for start in range(0, n, bs)]
-        if self.shuffle and len(sizes) > 1 and sizes[-1] == 1:
-            sizes.pop()
+        if self.shuffle and sizes:
+            last = sizes[-1] - sizes[-1] % w
+            if last // w < 2 and (len(sizes) > 1 or w > 1):
+                sizes.pop()
+            else:
+                sizes[-1] = last
         return sizes
 
     def __len__(self):
         return len(self._sizes())
 
-    def __iter__(self):
-        n = len(self.labels)
+    def plan(self):
+        """One epoch's draws, batch by batch: (index, views). index: a slice (evaluation) or int64 indices on
+        the labels' device (this rank's share); views: (B,) int64 on the CPU, or None for no augmentation."""
         order = None
         if self.shuffle:
-            order = epoch_order(n, self.generator, self.sample_weights).to(self.images.device)
+            order = epoch_order(len(self.labels), self.generator, self.sample_weights).to(self.labels.device)
         start = 0
         for size in self._sizes():
             if order is None:  # evaluation: contiguous slices, no gather
-                yield self.images[start:start + size], self.labels[start:start + size]
+                yield slice(start, start + size), None
             else:
-                idx = order[start:start + size]
-                yield augment(self.images[idx], self.augment, self.aug_generator), self.labels[idx]
+                share = size // self.world_size
+                index = order[start + self.rank * share:start + (self.rank + 1) * share]
+                views = None if self.augment == "none" else \
+                    draw_views(share, self.augment, self.aug_generator)
+                yield index, views
             start += size
+
+    def __iter__(self):
+        for index, views in self.plan():
+            if isinstance(index, slice):
+                x, y = self.images[index], self.labels[index]
+            else:  # index_select: on the CPU about 10x faster than advanced indexing (images[index])
+                x, y = self.images.index_select(0, index), self.labels.index_select(0, index)
+            yield (x if views is None else apply_views(x, views)), y

@@ -7,6 +7,9 @@
     python test_models.py --aggregate-only                 # rebuild scores.csv, predictions.csv, results.txt,
                                                            # figures/ from the records found under runs/
     python test_models.py --device cpu --img-size 32 --epochs 1 --weights none --models cnn   # a quick look
+    torchrun --nproc_per_node=4 test_models.py             # each cell trained on 4 GPUs (DDP), batch 64 total
+    python test_models.py --shard 3/8                      # the 3rd of 8 disjoint slices of the grid (job
+                                                           # arrays); then --aggregate-only for the tables
 
 The grid is training set x model x imbalance strategy x seed. Every cell builds a fresh model and optimiser
 from its own seed (the published code kept training one model object across datasets: defect 3), trains, and
@@ -49,10 +52,22 @@ derived from the seed. On the CPU a cell alone or inside a larger grid gives ide
 cuDNN autotuning (cudnn.benchmark) and atomics make runs close but not bitwise equal. Each record keeps its
 args and the command line that reruns exactly that cell.
 
+Several GPUs or a cluster (distributed.py): under torchrun each cell is trained with DistributedDataParallel
+(NCCL on CUDA, gloo on the CPU); --batch-size stays the global batch, every rank draws the same seeded epoch
+order and takes its share of each batch, ranks > 0 draw augmentation and dropout from seeds derived from the
+cell's seed; every test chip is evaluated once, by one rank; rank 0 alone prints and writes. --shard k/n runs
+cells[k-1::n] of the grid (independent jobs, e.g. a SLURM array, cover it exactly once); each shard's own
+end-of-run tables cover only the records it finds, the final ones come from --aggregate-only over the union of
+the shards' runs/ folders.
+
 CUDA and CPU run one code path: autocast (bfloat16 where supported, else float16 with a GradScaler) when --amp
-is on (auto: on for CUDA, off on the CPU), channels-last tensors and cudnn.benchmark on CUDA. Each split is
-decoded once (data.py), held on the training device as uint8 (N x S x S bytes: 50 KB a chip at 224 px), and
-augmented there in batches.
+is on (auto: on for CUDA, off on the CPU), channels-last tensors, pinned memory and cudnn.benchmark on CUDA;
+--compile adds torch.compile. Each split is decoded once per prepared set and size into <set>/.cache/ (data.py;
+reused by every cell and every later run, --cache-on-disk keeps it memory-mapped rather than in RAM), held on
+the training device as uint8 (N x S x S bytes: 50 KB a chip at 224 px) and augmented there in batches.
+fine_vgg and fine_resnet train their head on backbone features computed once per chip and augmentation view
+(features.py), replaying the uncached draws exactly; --no-feature-cache pushes every chip through the frozen
+backbone in every epoch instead (for checking). bench.py measures all of this.
 """
 
 import argparse
@@ -85,6 +100,8 @@ from torch import nn
 from tqdm import tqdm
 
 import data
+import distributed
+import features
 import metrics
 import report
 from models import MODEL_NAMES, WEIGHT_CHOICES, WeightsUnavailableError, build_model, load_trained
@@ -150,7 +167,9 @@ def get_args_parser(add_help=True):
                         help=f"imbalance strategies, comma-separated, from {', '.join(IMBALANCE)}")
     parser.add_argument("--seeds", type=_seed_list, default=[42], help="seeds, comma-separated")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="the global batch: under torchrun each of the N processes trains on batch / N "
+                             "chips a step (N must divide it)")
     parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate")
     parser.add_argument("--img-size", type=int, default=224,
                         help="every chip is resized whole to this square")
@@ -166,6 +185,20 @@ def get_args_parser(add_help=True):
                              "the decoded arrays do not depend on it")
     parser.add_argument("--amp", default="auto", choices=AMP_CHOICES,
                         help="mixed precision: auto = on for CUDA, off on the CPU")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the trained module (minutes of compilation per cell; pays off for "
+                             "long CUDA runs)")
+    parser.add_argument("--cache-on-disk", action="store_true",
+                        help="keep the decoded splits memory-mapped from <set>/.cache/ instead of reading them "
+                             "into RAM (for machines with less memory than the data)")
+    parser.add_argument("--no-feature-cache", action="store_true",
+                        help="push every chip through the frozen backbones of fine_vgg/fine_resnet in every "
+                             "epoch instead of training their head on cached features (for checking: the "
+                             "results agree within float rounding)")
+    parser.add_argument("--shard", type=distributed.parse_shard, default=None, metavar="K/N",
+                        help="run only the K-th of N disjoint slices of the grid's cells (cells[K-1::N]), "
+                             "e.g. one per job of a SLURM array; the final tables come from --aggregate-only "
+                             "once every shard is done")
     parser.add_argument("--force", action="store_true", help="retrain cells that are already finished")
     parser.add_argument("--aggregate-only", action="store_true",
                         help="train nothing: rebuild the tables, figures and report from the records found")
@@ -247,18 +280,23 @@ class Precision:
 
 
 def model_input(x, device):
-    """uint8 batch on the device -> float (B, 1, S, S) in [0, 1]; channels-last on CUDA (faster convs)."""
+    """uint8 batch on the device -> float (B, 1, S, S) in [0, 1]; channels-last on CUDA (faster convs).
+    Cached backbone features (float, features.FeatureBatches) are the head's input already: passed through."""
+    if x.is_floating_point():
+        return x
     x = data.to_model_input(x)
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
 def train_one_epoch(model, criterion, optimizer, scaler, batches, device, precision, desc):
-    """One pass over `batches`; returns (mean loss, accuracy in percent) over the samples seen."""
+    """One pass over `batches`; returns (mean loss, accuracy in percent) over the samples seen (by every
+    rank under torchrun: the sums are all-reduced, the bar shows rank 0's share)."""
     model.train()  # frozen backbones stay in eval mode by themselves (models.FrozenBackbone)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    bar = tqdm(batches, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+    bar = tqdm(batches, desc=desc, unit="batch", leave=True, dynamic_ncols=True,
+               disable=not distributed.is_main())
     for step, (x, y) in enumerate(bar):
         with precision.autocast():
             logits = model(model_input(x, device))  # (B, K)
@@ -273,6 +311,9 @@ def train_one_epoch(model, criterion, optimizer, scaler, batches, device, precis
         if step % 10 == 0 or step == len(batches) - 1:  # .item() waits for the GPU: not at every step
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.1f}")
     bar.close()
+    seen = torch.tensor(seen, device=device)
+    distributed.all_reduce_sum(loss_sum, correct, seen)
+    seen = seen.item()
     return loss_sum.item() / max(seen, 1), 100.0 * correct.item() / max(seen, 1)
 
 
@@ -292,20 +333,27 @@ def evaluate(model, batches, device, precision):
 # data held for the whole grid
 
 class SplitCache:
-    """Each split decoded once per run (data.load_split) and moved once to the training device."""
+    """Each split read once per run and moved once to the training device. data.load_split decodes a split
+    once per prepared set and size into <set>/.cache/ (every later cell and run reads it back); on_disk keeps
+    it memory-mapped there rather than in RAM. `features`: the run's frozen-backbone features (features.py)."""
 
-    def __init__(self, data_dir, img_size, device, num_workers):
+    def __init__(self, data_dir, img_size, device, num_workers, on_disk=False, feature_cache=None):
         self.data_dir, self.img_size = Path(data_dir), img_size
-        self.device, self.num_workers = device, num_workers
+        self.device, self.num_workers, self.on_disk = device, num_workers, on_disk
+        self.features = feature_cache or features.FeatureCache(device, None, 1, enabled=False)
         self._cache = {}
 
     def get(self, set_name, split):
         """(SplitArrays, images uint8 (N, S, S) on the device, labels int64 (N,) on the device)."""
         key = (set_name, split)
         if key not in self._cache:
-            arrays = data.load_split(self.data_dir / set_name, split, self.img_size, self.num_workers)
+            arrays = data.load_split(self.data_dir / set_name, split, self.img_size, self.num_workers,
+                                     mmap=self.on_disk)
+            print(f"{set_name}/{split}: {arrays.describe()}", flush=True)
             images, labels = torch.from_numpy(arrays.images), torch.from_numpy(arrays.labels)
-            if self.device.type == "cuda":  # pinned host memory: an asynchronous copy, once
+            # pinned host memory: an asynchronous copy, once (not from the memory map: pinning would copy
+            # the whole split into RAM, which --cache-on-disk is there to avoid)
+            if self.device.type == "cuda" and not self.on_disk:
                 images, labels = images.pin_memory(), labels.pin_memory()
             self._cache[key] = (arrays, images.to(self.device, non_blocking=True),
                                 labels.to(self.device, non_blocking=True))
@@ -348,7 +396,9 @@ def cell_dir(output_dir, cell):
 def cell_args(args, cell, test_sets):
     """The args of one cell, JSON-safe: the grid's args with the four axes narrowed to this cell."""
     train_set, model_name, imbalance, seed = cell
-    out = {k: v for k, v in vars(args).items() if k not in ("force", "aggregate_only", "report", "exp_dir")}
+    # a cell is the same in any shard: --shard is not one of its args
+    out = {k: v for k, v in vars(args).items()
+           if k not in ("force", "aggregate_only", "report", "exp_dir", "shard")}
     out.update(datasets=[train_set], models=[model_name], imbalance=[imbalance], seeds=[seed],
                test_sets=list(test_sets))
     return out
@@ -388,24 +438,36 @@ def write_test_results(folder, title, test_set, classes, paths, true, probs):
 
 
 def evaluate_sets(model, folder, title, test_sets, classes, cache, args, device, precision):
-    """Evaluate on every test set, writing its files into `folder`: {name: {n, metrics}}."""
+    """Evaluate on every test set, writing its files into `folder`: {name: {n, metrics}}.
+
+    Under torchrun each rank evaluates its own chips (rank, rank + W, ...: every chip exactly once), rank 0
+    gathers them back into the split's order and alone writes; every rank returns rank 0's results.
+    """
     results = {}
+    part, world = distributed.rank_slice(), distributed.world_size()
     for name in test_sets:
         arrays, images, labels = cache.get(name, "test")
-        probs = evaluate(model, data.Batches(images, labels, args.batch_size), device, precision)
-        row = write_test_results(folder, title, name, classes, arrays.paths, arrays.labels, probs)
-        results[name] = {"n": row["n"], "metrics": row}
-    return results
+        # frozen backbones: the head over this set's backbone features, computed once (features.py)
+        net, batches = cache.features.wrap(model, data.Batches(images[part], labels[part],
+                                                               args.batch_size // world), (name, "test"))
+        probs = evaluate(net, batches, device, precision)
+        probs = distributed.gather_rows(probs, len(labels))
+        if distributed.is_main():
+            row = write_test_results(folder, title, name, classes, arrays.paths, arrays.labels, probs)
+            results[name] = {"n": row["n"], "metrics": row}
+    return distributed.broadcast(results)
 
 
 def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
     """Train one cell from scratch and write its record folder atomically; returns the record."""
     train_set, model_name, imbalance, seed = cell
     final = cell_dir(args.output_dir, cell)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tag = temp_suffix()
     tmp = final.parent / f".{final.name}.tmp{tag}"
-    tmp.mkdir()
+    rank, world = distributed.rank(), distributed.world_size()
+    if rank == 0:  # under torchrun rank 0 alone writes
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
     try:
         arrays, images, labels = cache.get(train_set, "train")
         classes = arrays.classes
@@ -422,24 +484,40 @@ def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
         criterion, weights = make_criterion(imbalance, arrays.labels, len(classes))
         criterion = criterion.to(device)
         order_gen, aug_gen = cell_generators(seed)
+        if rank:  # the same order on every rank, its own augmentation and dropout draws (distributed.py)
+            aug_seed, torch_seed = distributed.rank_seeds(seed, rank)
+            aug_gen = torch.Generator().manual_seed(aug_seed)
+            torch.manual_seed(torch_seed)
         sample_weights = data.balanced_sample_weights(arrays.labels, len(classes)) if imbalance == "sampler" \
             else None
         batches = data.Batches(images, labels, args.batch_size, shuffle=True, generator=order_gen,
-                               sample_weights=sample_weights, augment=args.augment, aug_generator=aug_gen)
+                               sample_weights=sample_weights, augment=args.augment, aug_generator=aug_gen,
+                               rank=rank, world_size=world)
+        if not len(batches):
+            raise SystemExit(f"the {train_set} training split has {len(labels)} chips: too few for {world} "
+                             "processes to get at least 2 each; start torchrun with fewer processes")
         history = []
-        start = time.perf_counter()
+        start = time.perf_counter()  # the training time includes computing cached backbone features
+        # frozen backbones: the head trains on backbone features computed once per chip and view, replaying
+        # the same draws (features.py); every other model trains whole
+        net, batches = cache.features.wrap(model, batches, (train_set, "train"))
+        net = distributed.wrap(net, device)  # `net` itself in one process, DDP under torchrun
+        if args.compile:
+            net = torch.compile(net)
         for epoch in range(1, args.epochs + 1):
-            loss, acc = train_one_epoch(model, criterion, optimizer, scaler, batches, device, precision,
+            loss, acc = train_one_epoch(net, criterion, optimizer, scaler, batches, device, precision,
                                         f"{cell_name(cell)} epoch {epoch}/{args.epochs}")
             history.append({"epoch": epoch, "loss": round(loss, 6), "accuracy": round(acc, 2)})
+        distributed.broadcast_buffers(model)  # every rank evaluates the model rank 0 saves (batch-norm stats)
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - start
 
         a = cell_args(args, cell, test_sets)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": args.epochs,
-                    "args": a, "classes": classes, "model_name": model_name, "img_size": args.img_size},
-                   tmp / "checkpoint.pt")
+        if rank == 0:  # `model` is the module inside DDP: its state_dict has no "module." prefix
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "epoch": args.epochs, "args": a, "classes": classes, "model_name": model_name,
+                        "img_size": args.img_size}, tmp / "checkpoint.pt")
         start = time.perf_counter()
         results = evaluate_sets(model, tmp, cell_name(cell), test_sets, classes, cache, args, device,
                                 precision)
@@ -453,10 +531,13 @@ def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
             "train_counts": {c: int((arrays.labels == k).sum()) for k, c in enumerate(classes)},
             "class_weights": weights, "focal_gamma": FOCAL_GAMMA if imbalance == "focal" else None,
             "manifests": {s: manifests[s] for s in dict.fromkeys([train_set, *test_sets])},
+            "feature_cache": cache.features.info.get((train_set, "train"))
+            if cache.features.applies(model, args.augment) else None,
             "test_sets": results, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        (tmp / "record.json").write_text(json.dumps(record, indent=1) + "\n")
-        publish(tmp, final, tag)
+        if rank == 0:
+            (tmp / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+            publish(tmp, final, tag)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -480,25 +561,28 @@ def complete_record(folder, cell, record, missing, cache, manifests, args, devic
 
     The new files are written in a hidden folder, moved in one by one (os.replace), and record.json is
     replaced last: an interruption leaves the old record valid, and it lists only test sets whose files are
-    complete.
+    complete. Under torchrun every rank evaluates its share (evaluate_sets) and rank 0 alone writes.
     """
     model, _ = load_trained(folder / "checkpoint.pt", map_location=device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     tmp = folder / f".complete{temp_suffix()}"
-    tmp.mkdir()
+    main = distributed.is_main()
+    if main:
+        tmp.mkdir()
     try:
         start = time.perf_counter()
         results = evaluate_sets(model, tmp, cell_name(cell), missing, record["classes"], cache, args, device,
                                 precision)
         record["eval_seconds"] = round(record["eval_seconds"] + time.perf_counter() - start, 3)
-        for path in tmp.iterdir():
+        for path in tmp.iterdir() if main else ():
             os.replace(path, folder / path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     record["test_sets"].update(results)
     record["manifests"].update({s: manifests[s] for s in missing})
-    write_atomic(folder / "record.json", lambda p: p.write_text(json.dumps(record, indent=1) + "\n"))
+    if main:
+        write_atomic(folder / "record.json", lambda p: p.write_text(json.dumps(record, indent=1) + "\n"))
 
 
 def check_finished(record, args, cell, manifests):
@@ -814,12 +898,16 @@ def resolve_device(name):
 def environment(device):
     name = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
     return {"device": name, "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "processes": distributed.world_size()}  # > 1: trained by that many DDP processes (torchrun)
 
 
 def main(args):
     output_dir = Path(args.output_dir)
-    clean_stale(output_dir)
+    if distributed.env_rank() != 0 and (args.report or args.aggregate_only):
+        return None  # under torchrun rank 0 alone rebuilds the tables
+    if distributed.env_rank() == 0:
+        clean_stale(output_dir)
     if args.report:
         return report.build_report(output_dir, args.data_dir, args.exp_dir)
     if args.aggregate_only:
@@ -829,7 +917,8 @@ def main(args):
         if getattr(args, flag) < least:
             raise SystemExit(f"--{flag.replace('_', '-')} must be at least {least}, "
                              f"got {getattr(args, flag)}")
-    device = resolve_device(args.device)
+    device = distributed.setup(resolve_device(args.device))  # under torchrun: joins the process group
+    distributed.local_batch(args.batch_size, distributed.world_size())  # --batch-size is the global batch
     precision = Precision(args.amp, device)
     data_dir = Path(args.data_dir)
     available = prepared_sets(data_dir)
@@ -847,21 +936,31 @@ def main(args):
                          "(dataset_prep.py), or leave the odd set out with --datasets / --test-sets")
     manifests = {s: data.manifest_sha1(data_dir / s) for s in classes}
 
-    cells = list(itertools.product(train_sets, args.models, args.imbalance, args.seeds))
+    grid = list(itertools.product(train_sets, args.models, args.imbalance, args.seeds))
+    cells = distributed.shard_cells(grid, args.shard)
+    shard = f" (shard {args.shard[0]}/{args.shard[1]}: {len(cells)} of them)" if args.shard else ""
+    if not cells:
+        print(f"shard {args.shard[0]}/{args.shard[1]} has no cells: the grid has {len(grid)}, fewer than "
+              f"{args.shard[1]} shards; nothing to do")
+        return None
     finished = {} if args.force else {c: json.loads((cell_dir(output_dir, c) / "record.json").read_text())
                                       for c in cells if (cell_dir(output_dir, c) / "record.json").is_file()}
+    finished = distributed.broadcast(finished)  # under torchrun every rank follows rank 0's view
     for cell, record in finished.items():  # before anything trains: fail fast
         check_finished(record, args, cell, manifests)
     todo = len(cells) - len(finished)
     print(f"grid: {len(train_sets)} training set(s) x {len(args.models)} model(s) x {len(args.imbalance)} "
           f"imbalance strateg{'y' if len(args.imbalance) == 1 else 'ies'} x {len(args.seeds)} seed(s) = "
-          f"{len(cells)} cells, {todo} to train; tested on {', '.join(test_sets)}")
+          f"{len(grid)} cells{shard}, {todo} to train; tested on {', '.join(test_sets)}")
     print(f"settings: epochs={args.epochs} batch_size={args.batch_size} Adam lr={args.lr} "
           f"img_size={args.img_size} augment={args.augment} weights={args.weights}; device {device}, "
-          f"mixed precision {precision.describe()}; output {output_dir}")
+          f"mixed precision {precision.describe()}; output {output_dir}"
+          + (f"; {distributed.world_size()} processes (DDP)" if distributed.world_size() > 1 else ""))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
-    cache = SplitCache(data_dir, args.img_size, device, args.num_workers)
+    feature_cache = features.FeatureCache(device, precision, args.batch_size, enabled=not args.no_feature_cache)
+    cache = SplitCache(data_dir, args.img_size, device, args.num_workers, on_disk=args.cache_on_disk,
+                       feature_cache=feature_cache)
     env = environment(device)
     durations = []
     for index, cell in enumerate(cells, 1):
@@ -889,7 +988,8 @@ def main(args):
         print(f"[{index}/{len(cells)}] {cell_name(cell)}: {args.epochs} epoch(s) in "
               f"{record['train_seconds']:.1f} s, loss {last['loss']:.3f}, train acc {last['accuracy']:.1f}; "
               f"test acc/macro-F1 {tests} | {len(durations)}/{todo} trained, {eta}", flush=True)
-    return aggregate(output_dir, args.data_dir, args.exp_dir)
+    # with --shard: the tables of the records found so far; the final ones come from --aggregate-only
+    return aggregate(output_dir, args.data_dir, args.exp_dir) if distributed.is_main() else None
 
 
 def _duration(seconds):
@@ -899,4 +999,7 @@ def _duration(seconds):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args(sys.argv[1:]))
+    try:
+        main(get_args_parser().parse_args(sys.argv[1:]))
+    finally:
+        distributed.teardown()
