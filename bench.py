@@ -271,7 +271,7 @@ def train_speed(name, images, labels, args, device, precision, cached, channels_
         model = model.to(device, memory_format=torch.channels_last)
     else:
         model = model.to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
     scaler = precision.scaler()
     criterion = torch.nn.CrossEntropyLoss()
     batches = data.Batches(images, labels, args.train_batch, shuffle=True,
