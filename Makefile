@@ -10,7 +10,7 @@ DEMO_DIR ?= demo
 DEMO_DATA ?= data/synthetic_prepared
 DEMO_CHIPS ?= 400
 WEIGHTS ?= none
-DEMO_GRID ?= --img-size 48 --epochs 3 --batch-size 64
+DEMO_GRID ?= --img-size 48 --epochs 4 --batch-size 32
 
 .PHONY: demo test venv clean
 

@@ -39,6 +39,8 @@ from pathlib import PurePosixPath
 import numpy as np
 from PIL import Image
 
+from opensarship import positive_number
+
 CATEGORIES = ("Cargo", "DiveVessel", "Dredger", "Fishing", "HighSpeedCraft", "LawEnforce", "Other", "Passenger",
               "PortTender", "Reserved", "SAR", "Tanker", "Tug", "Unspecified", "WingInGrnd")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -149,16 +151,6 @@ def root_signature(root):
 
 
 # ---------------------------------------------------------------------------------------------- metadata
-
-
-def _number(text):
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        return ""
-    if not np.isfinite(v) or v <= 0:
-        return ""
-    return str(int(v)) if v == int(v) else f"{v:.10g}"
 
 
 def _mmsi(text):
@@ -272,10 +264,10 @@ def list_chips(root):
             "mmsi": _mmsi(row.get("mmsi")) if row else "",
             "pol": (row.get("polarmode") or "").lower() if row else "",
             "product": "",
-            "ship_length_m": _number(row.get("length")) if row else "",
-            "ship_width_m": _number(row.get("width")) if row else "",
-            "spacing_row_m": _number(row.get("heightspace")) if row else "",
-            "spacing_col_m": _number(row.get("widthspace")) if row else "",
+            "ship_length_m": positive_number(row.get("length")) if row else "",
+            "ship_width_m": positive_number(row.get("width")) if row else "",
+            "spacing_row_m": positive_number(row.get("heightspace")) if row else "",
+            "spacing_col_m": positive_number(row.get("widthspace")) if row else "",
             "has_record": row is not None,
             "latlon": None,
             "geometry": None,

@@ -152,7 +152,7 @@ def parse_ship_xml(text):
     return records
 
 
-def _number(text):
+def positive_number(text):
     """A positive finite number as text ('190', '32.26'), or '' for missing, zero, NaN."""
     try:
         v = float(text)
@@ -246,7 +246,7 @@ def _make_scene(name, tree, prefix):
     if not all(scene.spacing):
         nominal = NOMINAL_SPACING_M.get(product_type_of(name))
         if nominal:
-            scene.spacing = tuple(_number(v) for v in nominal)
+            scene.spacing = tuple(positive_number(v) for v in nominal)
     if "Ship.xml" in rels:
         scene.has_ship_xml = True
         scene.records = parse_ship_xml(tree.read(scene.member("Ship.xml")).decode("utf-8", errors="replace"))
@@ -255,7 +255,7 @@ def _make_scene(name, tree, prefix):
 
 def _attrib(text, name):
     m = re.search(rf'name="{name}"\s+value="([^"]*)"', text)
-    return _number(m.group(1)) if m else ""
+    return positive_number(m.group(1)) if m else ""
 
 
 def find_scenes(tree, _hint=None):
@@ -399,8 +399,8 @@ def _chip_record(scene, product, cls, x, y, pol, band, rel):
     }
     if rec is not None:
         chip["mmsi"] = valid_mmsi(rec.get("MMSI"))
-        chip["ship_length_m"] = _number(rec.get("Length")) or _number(rec.get("Length_overall"))
-        chip["ship_width_m"] = _number(rec.get("Width")) or _number(rec.get("Breadth_extreme"))
+        chip["ship_length_m"] = positive_number(rec.get("Length")) or positive_number(rec.get("Length_overall"))
+        chip["ship_width_m"] = positive_number(rec.get("Width")) or positive_number(rec.get("Breadth_extreme"))
         try:
             chip["latlon"] = (float(rec["Center_latitude"]), float(rec["Center_longitude"]))
         except (KeyError, ValueError):
