@@ -164,7 +164,7 @@ def positive_number(text):
 
 
 def valid_mmsi(text):
-    """An MMSI as digits, or '' when missing or 0 (AIS placeholders)."""
+    """An MMSI as digits, or '' when missing or 0 (AIS fill values)."""
     text = (text or "").strip()
     text = text.removesuffix(".0")
     return text if text.isdigit() and int(text) > 0 else ""
