@@ -51,10 +51,10 @@ FP16_LOGIT_TOL = 2e-3  # largest |logit(fp16 features) - logit(features)| / larg
 FP16_CHECK_ROWS = 512  # feature rows through the head for that check (all rows would cost a head pass each)
 
 
-def backbone_sha1(backbone):
-    """Hash of a backbone's state (names and bytes): equal hashes, identical features."""
+def state_sha1(module):
+    """Hash of a module's state_dict (names and bytes): equal hashes, identical weights (and features)."""
     h = hashlib.sha1()
-    for name, tensor in backbone.state_dict().items():
+    for name, tensor in module.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
@@ -123,7 +123,7 @@ class FeatureCache:
 
     def _sha1(self, backbone):
         if backbone not in self._hashes:
-            self._hashes[backbone] = backbone_sha1(backbone)
+            self._hashes[backbone] = state_sha1(backbone)
         return self._hashes[backbone]
 
     def get(self, backbone, key, images, augment, head=None):

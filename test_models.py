@@ -71,7 +71,6 @@ backbone in every epoch instead (for checking). bench.py measures all of this.
 """
 
 import argparse
-import hashlib
 import itertools
 import json
 import os
@@ -375,15 +374,6 @@ def cell_generators(seed):
     return torch.Generator().manual_seed(int(order_seed)), torch.Generator().manual_seed(int(aug_seed))
 
 
-def state_sha1(model):
-    """Hash of a model's state_dict (names and bytes): equal hashes, identical weights."""
-    h = hashlib.sha1()
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def cell_name(cell):
     train_set, model_name, imbalance, seed = cell
     return f"{train_set}/{model_name}/{imbalance}/seed{seed}"
@@ -473,7 +463,7 @@ def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
         classes = arrays.classes
         seed_everything(seed)  # right before the model is built: the cell depends on nothing that ran before
         model = build_model(model_name, len(classes), args.weights)
-        init_sha1 = state_sha1(model)
+        init_sha1 = features.state_sha1(model)
         # channels-last on CUDA: the layout tensor cores want; on the CPU the default layout
         if device.type == "cuda":
             model = model.to(device, memory_format=torch.channels_last)

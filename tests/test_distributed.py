@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
+from sklearn_scores import expected_scores
 from tiny_data import write_tiny_prepared
 
 import data
@@ -174,17 +174,7 @@ def test_predictions_cover_every_test_chip_once_with_metrics_from_them(ddp):
         assert list(pred.path) == list(manifest.path)  # every chip once, in the split's order
         assert list(pred["true"]) == list(manifest["class"])
         t, p = pred["true"], pred["pred"]
-        recomputed = {"n": len(pred), "accuracy": 100 * (t == p).mean(),
-                      "balanced_accuracy": 100 * balanced_accuracy_score(t, p)}
-        for average in ("weighted", "macro"):
-            pr, rc, f1, _ = precision_recall_fscore_support(t, p, labels=CLASSES, average=average,
-                                                            zero_division=0)
-            recomputed.update({f"precision_{average}": 100 * pr, f"recall_{average}": 100 * rc,
-                               f"f1_{average}": 100 * f1})
-        pr, rc, f1, sup = precision_recall_fscore_support(t, p, labels=CLASSES, zero_division=0)
-        for i, c in enumerate(CLASSES):
-            recomputed.update({f"{c}_precision": 100 * pr[i], f"{c}_recall": 100 * rc[i],
-                               f"{c}_f1": 100 * f1[i], f"{c}_support": sup[i]})
+        recomputed = expected_scores(t, p, CLASSES)
         saved = json.loads((folder / "record.json").read_text())["test_sets"][test_set]["metrics"]
         for column, value in recomputed.items():
             assert saved[column] == pytest.approx(value, abs=0.005), (model, test_set, column)

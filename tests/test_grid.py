@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
+from sklearn_scores import expected_scores
 from tiny_data import write_tiny_prepared
 
 import data
+import features
 import test_models as tm
 from models import MODEL_NAMES, build_model, load_trained
 
@@ -306,17 +307,7 @@ def test_scores_recomputed_from_predictions_csv_with_sklearn(grid):
     for key, chips in predictions.groupby(keys):
         row = scores.set_index(keys).loc[key]
         t, p = chips["true"], chips["pred"]
-        expected = {"n": len(chips), "accuracy": 100 * (t == p).mean(),
-                    "balanced_accuracy": 100 * balanced_accuracy_score(t, p)}
-        for average in ("weighted", "macro"):
-            pr, rc, f1, _ = precision_recall_fscore_support(t, p, labels=CLASSES, average=average,
-                                                            zero_division=0)
-            expected.update({f"precision_{average}": 100 * pr, f"recall_{average}": 100 * rc,
-                             f"f1_{average}": 100 * f1})
-        pr, rc, f1, sup = precision_recall_fscore_support(t, p, labels=CLASSES, zero_division=0)
-        for i, c in enumerate(CLASSES):
-            expected.update({f"{c}_precision": 100 * pr[i], f"{c}_recall": 100 * rc[i],
-                             f"{c}_f1": 100 * f1[i], f"{c}_support": sup[i]})
+        expected = expected_scores(t, p, CLASSES)
         for column, value in expected.items():
             assert row[column] == pytest.approx(value, abs=0.005), (key, column)
 
@@ -330,7 +321,7 @@ def test_cells_start_from_fresh_identical_weights(grid):
         # the second training set starts from scratch, not from the model trained on the first
         assert a["init_sha1"] == b["init_sha1"]
         tm.seed_everything(42)
-        assert tm.state_sha1(build_model(model, 3, "none")) == a["init_sha1"]
+        assert features.state_sha1(build_model(model, 3, "none")) == a["init_sha1"]
     assert record("fusar", "cnn")["init_sha1"] != record("fusar", "fine_vgg")["init_sha1"]
     trained = torch.load(grid / "runs/opensarship/cnn/none/seed42/checkpoint.pt", weights_only=True)["model"]
     tm.seed_everything(42)
