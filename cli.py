@@ -1,0 +1,106 @@
+"""The command line the scripts share: argument types, the help formatter and the flags every stage spells alike.
+
+    from cli import HelpFormatter, comma_list, int_at_least, add_shared
+    parser = argparse.ArgumentParser(description=..., formatter_class=HelpFormatter)
+    add_shared(parser, "data_dir", "output_dir", "device")      # same name, same meaning, same help everywhere
+    parser.add_argument("--models", type=comma_list(MODEL_NAMES), default=list(MODEL_NAMES), help=...)
+
+One rule for comma lists in every script: values are stripped, empty items ignored, an unknown value is an error
+that names the valid ones, and a repeated value is an error (a grid axis given twice is a typo, not a wish to
+train the same cell twice). Numeric flags are checked by their type, so a bad value is an argparse error naming
+the flag (exit status 2), never a traceback later.
+"""
+
+import argparse
+import math
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+PREP_HINT = "run python dataset_prep.py first (or python dataset_prep.py --synthetic for the synthetic demo)"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" where there is a default to show and the help does not state one already; lists
+    are shown comma-separated, as they are typed."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def comma_list(valid=None, cast=str, what="value"):
+    """argparse type: comma-separated values -> list, cast each; unknown or repeated values are errors."""
+
+    def parse(text):
+        try:
+            values = [cast(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}s, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one {what}, got {text!r}")
+        bad = [str(v) for v in values if valid is not None and v not in valid]
+        if bad:
+            raise argparse.ArgumentTypeError(f"invalid {what} {', '.join(bad)}; valid: {', '.join(map(str, valid))}")
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"repeated {what} in {text!r}")
+        return values
+
+    return parse
+
+
+def int_at_least(least):
+    """argparse type: an integer >= least."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
+def float_in(low, high, low_open=False, high_open=False):
+    """argparse type: a finite float in [low, high] (an end marked open excluded)."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
+            lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(f"must be in {lo}{low:g}, {high:g}{hi}, got {text}")
+        return value
+
+    return parse
+
+
+# The flags several scripts take: one spelling, one meaning, one help text (tests/test_cli.py checks --help).
+SHARED = {
+    "data_dir": {"flag": "--data-dir", "default": "data/prepared",
+                 "help": "the prepared sets written by dataset_prep.py (<set>/manifest.csv)"},
+    "output_dir": {"flag": "--output-dir", "default": ".",
+                   "help": "the grid folder: test_models.py writes runs/ and the tables there, grad_cams.py and "
+                           "report.py read them and write beside them"},
+    "device": {"flag": "--device", "default": "auto", "choices": DEVICE_CHOICES,
+               "help": "auto: CUDA if available, else the CPU; cuda without CUDA is an error"},
+}
+
+
+def add_shared(parser, *names, **defaults):
+    """Add the shared flags `names` (keys of SHARED) with their common help; `defaults` overrides a default."""
+    for name in names:
+        spec = dict(SHARED[name])
+        flag = spec.pop("flag")
+        if name in defaults:
+            spec["default"] = defaults[name]
+        parser.add_argument(flag, **spec)

@@ -1,0 +1,172 @@
+"""The grid's on-disk contract: where cells live, how records are found, and how every stage writes atomically.
+
+    import runs
+    folder = runs.cell_dir("demo", ("fusar", "cnn", "none", 42))    # demo/runs/fusar/cnn/none/seed42
+    for folder, record in runs.find_records("demo"): ...             # finished cells, in grid order
+    runs.write_atomic(path, lambda tmp: frame.to_csv(tmp))           # readers see the old file or the new one
+
+Layout under a grid folder (test_models.py --output-dir):
+    runs/<train_set>/<model>/<imbalance>/seed<k>/     one finished cell: record.json, checkpoint.pt,
+                                                      predictions_<test_set>.csv, confusion_<test_set>.csv/.png
+A cell is finished when its folder exists: it is built in a hidden sibling (.seed<k>.tmp-<suffix>) and renamed
+into place (publish). Temporary names end in -<host>-<pid>-<8 hex> (temp_suffix): unique per process, and they
+say whose they are, so clean_stale removes those of dead processes on this host and leaves another machine's
+alone (a shared file system may hold a run still working elsewhere). Hidden temporaries:
+    runs/.../.seed<k>.tmp-*      a cell being built        runs/.../.seed<k>.old-*    a record being replaced
+    runs/.../seed<k>/.complete-* test sets being added     <folder>/.<name>.tmp-*     a file being written
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+from engine import IMBALANCE
+from models import MODEL_NAMES
+from sets import SETS, rank
+
+RUNS = "runs"
+RECORD = "record.json"
+CHECKPOINT = "checkpoint.pt"
+SEED_DIR = re.compile(r"^seed(\d+)$")
+TEMP_SUFFIX = re.compile(r"-(?P<host>[^/]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
+# The order every table, figure and report lists cells in: sets and models as the study presents them.
+ORDERS = {"train_set": SETS, "test_set": SETS, "set": SETS, "model": MODEL_NAMES, "imbalance": IMBALANCE}
+
+
+class RecordError(Exception):
+    """A record.json that cannot be read; the message names the cell and the fix."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# cells and records
+
+def cell_name(cell):
+    """(train_set, model, imbalance, seed) -> 'train_set/model/imbalance/seed<k>'."""
+    train_set, model_name, imbalance, seed = cell
+    return f"{train_set}/{model_name}/{imbalance}/seed{seed}"
+
+
+def cell_dir(output_dir, cell):
+    return Path(output_dir) / RUNS / cell_name(cell)
+
+
+def read_record(folder):
+    """The record.json of a finished cell folder."""
+    path = Path(folder) / RECORD
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RecordError(f"cannot read {path} ({type(e).__name__}: {e}): delete the folder {folder} and rerun "
+                          "test_models.py to train that cell again") from None
+
+
+def sort_key(record):
+    """Grid order of a record: training set, model, imbalance strategy, seed."""
+    return (rank(record["train_set"], SETS), rank(record["model"], MODEL_NAMES),
+            rank(record["imbalance"], IMBALANCE), record["seed"])
+
+
+def find_records(output_dir):
+    """Finished cells under <output_dir>/runs: [(folder, record)] in grid order."""
+    found = [(path.parent, read_record(path.parent))
+             for path in Path(output_dir, RUNS).glob(f"*/*/*/seed*/{RECORD}") if SEED_DIR.match(path.parent.name)]
+    return sorted(found, key=lambda item: sort_key(item[1]))
+
+
+def sort_frame(frame, columns):
+    """Rows in the grid's order (ORDERS) by `columns`; other columns sort by value."""
+    def key(column):
+        if column.name in ORDERS:
+            return column.map(lambda v: rank(v, ORDERS[column.name]))
+        return column
+    return frame.sort_values(list(columns), key=key, kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# atomic writes and temporaries
+
+def temp_suffix():
+    return f"-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def temp_path(path):
+    """A hidden sibling of `path` that clean_stale recognises: .<name>.tmp-<host>-<pid>-<hex>."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{temp_suffix()}")
+
+
+def write_atomic(path, write):
+    """write(temporary path) then os.replace: readers see the old file or the new one, never a partial one."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path, text):
+    write_atomic(path, lambda p: p.write_text(text))
+
+
+def write_json_atomic(path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
+
+
+def publish(tmp, final, tag):
+    """Rename a finished temporary folder into place; an older one (--force) is moved aside first, so at every
+    instant `final` is either the old complete folder, absent, or the new complete folder."""
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old{tag}"
+        os.rename(final, old)
+    os.rename(tmp, final)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def is_stale(path):
+    """True for a temporary name of a process of this host that is gone."""
+    m = TEMP_SUFFIX.search(Path(path).name)
+    return m is not None and m["host"] == socket.gethostname() and not pid_alive(int(m["pid"]))
+
+
+def remove_stale(candidates):
+    """Remove the temporaries among `candidates` whose process is gone (is_stale); returns those removed."""
+    removed = []
+    for path in candidates:
+        if is_stale(path):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def clean_stale(output_dir):
+    """Remove what killed runs of any stage left in a grid folder on this host: temporary cell folders and the
+    hidden temporary files of tables, figures, the report and Grad-CAM output."""
+    out, runs = Path(output_dir), Path(output_dir, RUNS)
+    candidates = [*runs.glob("*/*/*/.seed*"), *runs.glob("*/*/*/seed*/.*"), *out.glob(".*.tmp-*"),
+                  *out.glob("*/.*.tmp-*"), *out.glob("*/*/.*.tmp-*"), *out.glob("*/*/*/.*.tmp-*")]
+    removed = remove_stale(list(dict.fromkeys(candidates)))
+    if removed:
+        print(f"removed {len(removed)} temporary file(s)/folder(s) left by interrupted runs "
+              "(their cells will be redone)")
+    return removed

@@ -1,0 +1,123 @@
+"""The prepared-set contract between dataset_prep.py and every later stage: set names, layout, manifest.
+
+    import sets
+    sets.prepared_sets("data/prepared")                 # ['fusar', 'opensarship', 'mixed'] (those present)
+    rows = sets.read_manifest("data/prepared/fusar")    # [{'path': 'test/Cargo/x.png', 'class': ..., ...}]
+    frame = sets.manifest_frame("data/prepared/fusar")  # the same as a DataFrame of strings ('' = unknown)
+
+A prepared set is a folder <data-dir>/<set>/ holding
+    train/<Class>/*.png, test/<Class>/*.png   single-channel 8-bit PNGs (torchvision ImageFolder reads them)
+    masks/<split>/<Class>/*.png               exact ship masks, where the data has them (synthetic chips)
+    manifest.csv                              one row per chip, MANIFEST_COLUMNS, sorted by path
+    summary.json, summary.txt                 counts per split and class, skipped chips with reasons
+<set> is one per dataset (fusar, opensarship) and `mixed`, the union of the per-dataset splits (train with
+train, test with test, never re-split). The manifest is the set's identity: it lists every chip with its
+sha1, so its own sha1 (manifest_sha1) changes when any chip does; records and caches are keyed by it.
+"""
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from cli import PREP_HINT
+
+SETS = ("fusar", "opensarship", "mixed")  # every set dataset_prep.py can write, in the study's order
+MIXED = "mixed"
+SPLITS = ("train", "test")
+MANIFEST = "manifest.csv"
+SUMMARY_JSON, SUMMARY_TXT = "summary.json", "summary.txt"
+MANIFEST_COLUMNS = (
+    "path", "dataset", "class", "split", "group", "source", "sha1", "scene", "mmsi", "pol", "product",
+    "chip_h", "chip_w", "ship_length_m", "ship_width_m", "spacing_row_m", "spacing_col_m",
+    "head_row", "head_col", "tail_row", "tail_col", "mask",
+)
+
+
+def ordered(values, preferred):
+    """Distinct values, those in `preferred` first in its order, then the others sorted."""
+    values = list(dict.fromkeys(values))
+    return [v for v in preferred if v in values] + sorted(v for v in values if v not in preferred)
+
+
+def rank(value, preferred):
+    """Sort key of `value` in the order `ordered` gives."""
+    return (preferred.index(value), "") if value in preferred else (len(preferred), str(value))
+
+
+def prepared_sets(data_dir):
+    """Names of the prepared sets under data_dir (folders with a manifest.csv), in the study's order."""
+    return ordered([p.parent.name for p in Path(data_dir).glob(f"*/{MANIFEST}")], SETS)
+
+
+def resolve_sets(requested, default, available, data_dir, what):
+    """The sets to use: a missing set named explicitly is an error, missing defaults are skipped (a line)."""
+    names = requested if requested is not None else list(default)
+    missing = [s for s in names if s not in available]
+    if missing and requested is not None:
+        raise SystemExit(f"{what} {', '.join(missing)} not prepared under {data_dir} "
+                         f"(no <set>/{MANIFEST}): {PREP_HINT}")
+    if missing:
+        print(f"skipping {what} not prepared under {data_dir}: {', '.join(missing)} ({PREP_HINT} to add them)")
+    present = [s for s in names if s in available]
+    if not present:
+        raise SystemExit(f"none of the {what} {', '.join(names)} is prepared under {data_dir}: {PREP_HINT}")
+    return present
+
+
+def read_manifest_bytes(set_dir):
+    path = Path(set_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no prepared set at {set_dir} (missing {MANIFEST}): {PREP_HINT}")
+    return path.read_bytes()
+
+
+def parse_manifest(content):
+    """Manifest bytes -> rows as dicts of strings, in file order."""
+    return list(csv.DictReader(io.StringIO(content.decode("utf-8"), newline="")))
+
+
+def read_manifest(set_dir):
+    """Rows of `<set_dir>/manifest.csv` as dicts of strings, in file order (sorted by path)."""
+    return parse_manifest(read_manifest_bytes(set_dir))
+
+
+def manifest_frame(set_dir):
+    """The manifest as a DataFrame of strings ('' where unknown, so empty numeric cells stay recognisable)."""
+    return pd.read_csv(io.BytesIO(read_manifest_bytes(set_dir)), dtype=str, keep_default_na=False)
+
+
+def load_manifests(data_dir):
+    """{set name: manifest_frame} for every prepared set under data_dir, in the study's order."""
+    return {name: manifest_frame(Path(data_dir) / name) for name in prepared_sets(data_dir)}
+
+
+def manifest_sha1(set_dir):
+    """Content hash of a set's manifest.csv (it lists every chip with its own hash): the set's identity."""
+    return hashlib.sha1(read_manifest_bytes(set_dir)).hexdigest()
+
+
+def set_classes(set_dir):
+    """Sorted class names of a prepared set, from its manifest (both splits).
+
+    Taken over both splits, not from the folders of one split: if a test split happened to lack a class, an
+    ImageFolder over it would renumber the remaining classes and every label after the gap would be wrong.
+    """
+    return sorted({row["class"] for row in read_manifest(set_dir)})
+
+
+def load_summary(data_dir, name):
+    """The set's summary.json as a dict ({} when absent)."""
+    path = Path(data_dir, name, SUMMARY_JSON)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_manifest(path, rows):
+    """Write manifest rows (dicts with MANIFEST_COLUMNS) as the contract's CSV: header, '\\n' line ends."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
