@@ -1,6 +1,6 @@
 """The data path of the grid: prepared splits decoded once into a cache on disk, batches drawn from tensors.
 
-    from data import load_split, Batches, to_model_input
+    from data import load_split, Batches, SplitCache
     train = load_split("data/prepared/fusar", "train", img_size=224)     # SplitArrays
     train.images.shape                                                    # (N, 224, 224) uint8
     print(train.describe())          # 2410 chips at 224 px = 120.9 MB uint8, in RAM (reused .cache/train_...)
@@ -33,13 +33,9 @@ torch.Generator the caller seeds (on the CPU, so CPU and GPU runs make the same 
 deterministic.
 """
 
-import csv
 import hashlib
-import io
 import os
-import socket
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+import runs
+import sets
 
 AUGMENTATIONS = ("none", "flip", "flip+rot90")
 # Views an augmentation can produce. View v of a chip: horizontally flipped if v is odd, then rotated by
@@ -83,38 +82,6 @@ class SplitArrays:
         return f"{n} chips at {size} px = {self.nbytes / 1e6:.1f} MB uint8, {where} ({how})"
 
 
-def _read_manifest_bytes(set_dir):
-    manifest = Path(set_dir) / "manifest.csv"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"no prepared set at {set_dir} (missing manifest.csv): run python "
-                                "dataset_prep.py first (or python dataset_prep.py --synthetic for the "
-                                "synthetic demo)")
-    return manifest.read_bytes()
-
-
-def _parse_manifest(content):
-    return list(csv.DictReader(io.StringIO(content.decode("utf-8"), newline="")))
-
-
-def read_manifest(set_dir):
-    """Rows of `<set_dir>/manifest.csv` as dicts, in file order (sorted by path)."""
-    return _parse_manifest(_read_manifest_bytes(set_dir))
-
-
-def set_classes(set_dir):
-    """Sorted class names of a prepared set, from its manifest (both splits).
-
-    Taken over both splits, not from the folders of one split: if a test split happened to lack a class, an
-    ImageFolder over it would renumber the remaining classes and every label after the gap would be wrong.
-    """
-    return sorted({row["class"] for row in read_manifest(set_dir)})
-
-
-def manifest_sha1(set_dir):
-    """Content hash of a set's manifest.csv (it lists every chip with its own hash): the set's identity."""
-    return hashlib.sha1(_read_manifest_bytes(set_dir)).hexdigest()
-
-
 def _decode(path, img_size):
     with Image.open(path) as im:
         im = im.convert("L")
@@ -147,16 +114,6 @@ def cache_file(set_dir, split, img_size, manifest_sha):
     return Path(set_dir) / CACHE_DIR / f"{split}_{img_size}_{manifest_sha[:KEY_CHARS]}.npy"
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _remove_stale(folder, manifest_sha):
     """Remove caches of other manifests (never usable again) and temporaries of dead processes on this host.
     Caches of the current manifest at other sizes stay: another grid may run at that size."""
@@ -166,10 +123,8 @@ def _remove_stale(folder, manifest_sha):
         name = path.name
         if name.endswith(".npy") and not name.startswith(".") and not name.endswith(f"_{key}.npy"):
             removed.append(path)
-        elif name.startswith(".") and ".tmp-" in name:
-            host, _, pid = name.rsplit(".tmp-", 1)[1].rpartition("-")[0].rpartition("-")
-            if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
-                removed.append(path)
+        elif name.startswith(".") and runs.is_stale(path):
+            removed.append(path)
     for path in removed:
         path.unlink(missing_ok=True)  # another process may have removed it first
     return removed
@@ -177,7 +132,7 @@ def _remove_stale(folder, manifest_sha):
 
 def _write_cache(path, images):
     """np.save into a temporary sibling, fsync, rename: a reader sees no file or the complete one."""
-    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = runs.temp_path(path)
     try:
         with open(tmp, "wb") as f:
             np.save(f, images)
@@ -207,11 +162,11 @@ def load_split(set_dir, split, img_size, num_workers=0, cache=True, mmap=False):
     cache=False: decode in memory, touch nothing on disk. The pixels are the same in every case.
     """
     set_dir = Path(set_dir)
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    content = _read_manifest_bytes(set_dir)  # hashed and parsed from the same bytes: the key fits the rows
+    if split not in sets.SPLITS:
+        raise ValueError(f"split must be one of {', '.join(sets.SPLITS)}, not {split!r}")
+    content = sets.read_manifest_bytes(set_dir)  # hashed and parsed from the same bytes: the key fits the rows
     sha = hashlib.sha1(content).hexdigest()
-    rows = _parse_manifest(content)
+    rows = sets.parse_manifest(content)
     classes = sorted({row["class"] for row in rows})
     rows = [row for row in rows if row["split"] == split]
     if not rows:
@@ -238,13 +193,6 @@ def load_split(set_dir, split, img_size, num_workers=0, cache=True, mmap=False):
                 out.cache_path, out.cache_status, out.cache_error = None, "unwritable", str(e)
     out.seconds = time.perf_counter() - start
     return out
-
-
-def to_model_input(x):
-    """uint8 batch (B, S, S) or (B, 1, S, S) -> float32 (B, 1, S, S) in [0, 1]: what every model takes."""
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    return x.float().div_(255.0)
 
 
 def draw_views(n, mode, generator):
@@ -290,16 +238,6 @@ def apply_views(x, views):
             idx = (views == v).nonzero().squeeze(1).to(x.device, non_blocking=True)
             out[idx] = view(x.index_select(0, idx), v)
     return out
-
-
-def augment(x, mode, generator):
-    """Random augmentation of a batch (B, ..., S, S) on its own device, one independent draw per sample:
-    apply_views(x, draw_views(B, mode, generator)). mode none returns x itself and draws nothing."""
-    if mode not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {mode!r}: valid are {', '.join(AUGMENTATIONS)}")
-    if mode == "none":
-        return x
-    return apply_views(x, draw_views(x.shape[0], mode, generator))
 
 
 def balanced_sample_weights(labels, num_classes):
@@ -387,3 +325,32 @@ class Batches:
             else:  # index_select: on the CPU about 10x faster than advanced indexing (images[index])
                 x, y = self.images.index_select(0, index), self.labels.index_select(0, index)
             yield (x if views is None else apply_views(x, views)), y
+
+
+class SplitCache:
+    """Each split read once per run and moved once to the training device. load_split decodes a split once per
+    prepared set and size into <set>/.cache/ (every later cell and run reads it back); on_disk keeps it
+    memory-mapped there rather than in RAM. `features`: the run's frozen-backbone features (a
+    features.FeatureCache, which the grid's cells share with the splits), or None."""
+
+    def __init__(self, data_dir, img_size, device, num_workers, on_disk=False, feature_cache=None):
+        self.data_dir, self.img_size = Path(data_dir), img_size
+        self.device, self.num_workers, self.on_disk = device, num_workers, on_disk
+        self.features = feature_cache
+        self._cache = {}
+
+    def get(self, set_name, split):
+        """(SplitArrays, images uint8 (N, S, S) on the device, labels int64 (N,) on the device)."""
+        key = (set_name, split)
+        if key not in self._cache:
+            arrays = load_split(self.data_dir / set_name, split, self.img_size, self.num_workers,
+                                     mmap=self.on_disk)
+            print(f"{set_name}/{split}: {arrays.describe()}", flush=True)
+            images, labels = torch.from_numpy(arrays.images), torch.from_numpy(arrays.labels)
+            # pinned host memory: an asynchronous copy, once (not from the memory map: pinning would copy
+            # the whole split into RAM, which --cache-on-disk is there to avoid)
+            if self.device.type == "cuda" and not self.on_disk:
+                images, labels = images.pin_memory(), labels.pin_memory()
+            self._cache[key] = (arrays, images.to(self.device, non_blocking=True),
+                                labels.to(self.device, non_blocking=True))
+        return self._cache[key]

@@ -151,11 +151,6 @@ def wrap(model, device):
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def unwrap(model):
-    """The module inside a DDP wrapper (what is saved and evaluated)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
 def broadcast_buffers(model):
     """Rank 0's buffers (batch-norm running statistics) on every rank, in place.
 

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-import data
 import distributed
 from cli import DEVICE_CHOICES
 
@@ -112,12 +111,13 @@ def make_optimizer(model, lr):
 
 
 def model_input(x, device):
-    """uint8 batch on the device -> float (B, 1, S, S) in [0, 1]; channels-last on CUDA (faster convs).
+    """uint8 batch (B, S, S) or (B, 1, S, S) on the device -> float32 (B, 1, S, S) in [0, 1]: what every model
+    takes; channels-last on CUDA (faster convs).
     Cached backbone features (float, features.FeatureBatches) are the head's input already: passed through.
     The one conversion from stored chips to model input: training, evaluation, the feature cache, Grad-CAM."""
     if x.is_floating_point():
         return x
-    x = data.to_model_input(x)
+    x = (x.unsqueeze(1) if x.dim() == 3 else x).float().div_(255.0)  # (B, 1, S, S) in [0, 1]
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 

@@ -38,7 +38,6 @@ that share a backbone (ImageNet weights: every seed and imbalance strategy of a 
 entries of another backbone are dropped when a new one comes, so memory holds one backbone's features.
 """
 
-import hashlib
 import math
 import time
 import weakref
@@ -46,25 +45,11 @@ import weakref
 import torch
 
 import data
+from engine import model_input
+from models import state_sha1
 
 FP16_LOGIT_TOL = 2e-3  # largest |logit(fp16 features) - logit(features)| / largest |logit| kept as float16
 FP16_CHECK_ROWS = 512  # feature rows through the head for that check (all rows would cost a head pass each)
-
-
-def state_sha1(module):
-    """Hash of a module's state_dict (names and bytes): equal hashes, identical weights (and features)."""
-    h = hashlib.sha1()
-    for name, tensor in module.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def images_to_input(x, device):
-    """uint8 (B, S, S) on the device -> float (B, 1, S, S) in [0, 1], channels-last on CUDA: exactly what
-    test_models.model_input gives the uncached model."""
-    x = data.to_model_input(x)
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
 class FeatureBatches:
@@ -126,11 +111,6 @@ class FeatureCache:
             self._hashes[backbone] = state_sha1(backbone)
         return self._hashes[backbone]
 
-    def get(self, backbone, key, images, augment, head=None):
-        """Features (V, N, F) of every view of images (N, S, S) uint8 on the device, computed once per
-        backbone, key and views. head given (training): float16 storage where exact enough."""
-        return self._get(backbone, key, images, augment, head)[0]
-
     def _get(self, backbone, key, images, augment, head):
         """(features, the dtype the backbone gave them in)."""
         sha = self._sha1(backbone)
@@ -167,7 +147,7 @@ class FeatureCache:
         n = images.shape[0]
         for v in range(views):
             for start in range(0, n, self.batch_size):
-                x = images_to_input(data.view(images[start:start + self.batch_size], v), self.device)
+                x = model_input(data.view(images[start:start + self.batch_size], v), self.device)
                 with self.precision.autocast():
                     f = backbone(x)  # (B, F)
                 if out is None:

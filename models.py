@@ -8,7 +8,7 @@
     from models import MODEL_NAMES, build_model, load_trained
     model = build_model("fine_vgg", num_classes=3)  # a fresh model on every call
     logits = model(x)                               # x: (B, 1, H, W) float in [0, 1], H, W >= 32
-    model, ckpt = load_trained("runs/.../checkpoint.pt")
+    model, ckpt = load_trained("runs/.../checkpoint.pt")   # what test_models.py saved (checkpoint())
 
 Every model is `Classifier(backbone, head)`: the backbone maps a (B, 1, H, W) batch in [0, 1] to flat
 features (B, F), the head maps those to logits, and `model(x) == model.head(model.backbone(x))`. Models
@@ -48,6 +48,7 @@ Choices and why:
   seconds; otherwise WeightsUnavailableError says which file to put where, or to use --weights none.
 """
 import argparse
+import hashlib
 import socket
 import statistics
 import threading
@@ -302,22 +303,81 @@ def build_model(name: str, num_classes: int, weights: str = "imagenet") -> Class
     return _BUILDERS[name](num_classes, weights)
 
 
+def state_sha1(module_or_tensors):
+    """Hash of a module's state_dict, or of (name, tensor) pairs (names and bytes): equal hashes, identical
+    weights (and identical backbone features)."""
+    items = module_or_tensors.state_dict().items() if isinstance(module_or_tensors, nn.Module) \
+        else module_or_tensors
+    h = hashlib.sha1()
+    for name, tensor in items:
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def checkpoint(model: Classifier, model_name: str, classes, img_size: int, weights: str, seed: int, args: dict):
+    """What a finished cell saves: the trained weights and what rebuilds the model, nothing else (no optimiser
+    state: nothing reads it, and for Adam it is twice the weights).
+
+    A model that trains whole saves its state_dict. A frozen model saves its head, its backbone's buffers (the
+    batch-norm statistics, whatever the cell did to them) and the identity of the frozen weights: their name
+    (`weights`), the sha1 of the backbone's parameters and, for random weights, the seed that rebuilds them;
+    load_trained rebuilds the backbone and checks the hash. fine_resnet: 34 MB instead of 128 MB + Adam.
+    """
+    ckpt = {"model_name": model_name, "classes": list(classes), "img_size": img_size, "args": args,
+            "epoch": args.get("epochs")}
+    if not model.frozen_backbone:
+        ckpt["model"] = model.state_dict()
+        return ckpt
+    ckpt["head"] = model.head.state_dict()
+    ckpt["backbone_buffers"] = {k: v for k, v in model.backbone.state_dict().items()
+                                if k not in dict(model.backbone.named_parameters())}
+    ckpt["backbone"] = {"weights": weights, "seed": seed if weights == "none" else None,
+                        "parameters_sha1": state_sha1(model.backbone.named_parameters())}
+    return ckpt
+
+
+def _rebuild_frozen(ckpt, path):
+    """The frozen model of a slim checkpoint: its backbone rebuilt from the named weights (or the seed), checked
+    against the saved hash, then the saved head and buffers loaded."""
+    ident = ckpt["backbone"]
+    if ident["weights"] == "none":  # the cell built its model right after seeding torch with its seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ident["seed"])
+            model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights="none")
+    else:
+        model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights=ident["weights"])
+    if state_sha1(model.backbone.named_parameters()) != ident["parameters_sha1"]:
+        how = f"seed {ident['seed']}" if ident["weights"] == "none" else f"the {ident['weights']} weights file"
+        raise ValueError(f"{path}: the frozen {ckpt['model_name']} backbone rebuilt from {how} is not the one "
+                         "this cell was trained with (its parameters' sha1 differs: another torch/torchvision "
+                         "version, or another weights file); retrain the cell (test_models.py --force)")
+    model.head.load_state_dict(ckpt["head"])
+    model.backbone.load_state_dict({**model.backbone.state_dict(), **ckpt["backbone_buffers"]})
+    return model
+
+
 def load_trained(checkpoint_path, map_location="cpu"):
-    """(model in eval mode, checkpoint dict) from a grid checkpoint {"model", "model_name", "classes", ...}.
-    The model is built with weights="none" (the checkpoint holds every weight) on `map_location`."""
-    checkpoint = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
-    missing = [k for k in ("model", "model_name", "classes") if k not in checkpoint]
-    if missing:
-        raise ValueError(f"{checkpoint_path} is not a checkpoint of this project: keys {missing} are missing "
-                         "(test_models.py writes model, model_name, classes, ...)")
-    model = build_model(checkpoint["model_name"], len(checkpoint["classes"]), weights="none")
-    state = dict(checkpoint["model"])
-    for prefix in ("module.", "_orig_mod."):  # saved from a DistributedDataParallel or torch.compile wrapper
-        consume_prefix_in_state_dict_if_present(state, prefix)
-    model.load_state_dict(state)
+    """(model in eval mode, checkpoint dict) from a grid checkpoint (`checkpoint`). A model saved whole is
+    built with weights="none" and loaded; a frozen one is rebuilt from its weights' identity (ImageNet weights
+    must then be in the torch cache: WeightsUnavailableError says where) and its head loaded."""
+    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    missing = [k for k in ("model_name", "classes") if k not in ckpt]
+    if missing or not ("model" in ckpt or "head" in ckpt):
+        raise ValueError(f"{checkpoint_path} is not a checkpoint of this project: keys "
+                         f"{missing or ['model or head']} are missing (test_models.py writes model_name, classes, "
+                         "and model or head, ...)")
+    if "head" in ckpt:
+        model = _rebuild_frozen(ckpt, checkpoint_path)
+    else:
+        model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights="none")
+        state = dict(ckpt["model"])
+        for prefix in ("module.", "_orig_mod."):  # saved from a DistributedDataParallel or torch.compile wrapper
+            consume_prefix_in_state_dict_if_present(state, prefix)
+        model.load_state_dict(state)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
-    return model.eval(), checkpoint
+    return model.eval(), ckpt
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -114,8 +114,13 @@ def write_text_atomic(path, text):
     write_atomic(path, lambda p: p.write_text(text))
 
 
+def json_text(obj):
+    """How records and other JSON files of the grid are written: indented, one trailing newline."""
+    return json.dumps(obj, indent=1) + "\n"
+
+
 def write_json_atomic(path, obj):
-    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
+    write_text_atomic(path, json_text(obj))
 
 
 def publish(tmp, final, tag):

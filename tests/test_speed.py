@@ -15,8 +15,10 @@ from PIL import Image
 from tiny_data import write_tiny_prepared
 
 import data
+import engine
 import features
 import models
+import sets
 import test_models as tm
 from models import build_model
 
@@ -54,7 +56,7 @@ def test_cached_and_uncached_pipelines_give_identical_tensors(tmp_path):
     # the plain torchvision approach (PIL decode, Resize, ToTensor) gives the same model input, chip for chip
     from torchvision import transforms
     plain_tf = transforms.Compose([transforms.Resize((40, 40)), transforms.ToTensor()])
-    ours = data.to_model_input(torch.from_numpy(np.asarray(mapped.images)))
+    ours = engine.model_input(torch.from_numpy(np.asarray(mapped.images)), CPU)
     for i, path in enumerate(plain.paths):
         with Image.open(set_dir / path) as im:
             assert torch.equal(plain_tf(im.convert("L")), ours[i])
@@ -73,7 +75,7 @@ def test_cached_and_uncached_pipelines_give_identical_tensors(tmp_path):
 def test_cache_is_reused_and_rebuilt_when_the_manifest_or_the_size_changes(tmp_path):
     set_dir = fresh_set(tmp_path)
     first = data.load_split(set_dir, "train", 32)
-    key = data.manifest_sha1(set_dir)[:16]
+    key = sets.manifest_sha1(set_dir)[:16]
     assert first.cache_path == set_dir / ".cache" / f"train_32_{key}.npy"
     stat = first.cache_path.stat()
     again = data.load_split(set_dir, "train", 32)
@@ -116,14 +118,14 @@ def test_a_set_folder_that_cannot_hold_the_cache_still_loads(tmp_path):
 
 
 def test_split_cache_prints_sizes_and_can_stay_on_disk(prepared, capsys):
-    cache = tm.SplitCache(prepared, 32, CPU, 0, on_disk=True)
+    cache = data.SplitCache(prepared, 32, CPU, 0, on_disk=True)
     arrays, images, _ = cache.get("fusar", "train")
     assert isinstance(arrays.images, np.memmap) and images.shape == (16, 32, 32)
     assert torch.equal(images, torch.from_numpy(data.load_split(prepared / "fusar", "train", 32,
                                                                 cache=False).images))
     out = capsys.readouterr().out
     assert "fusar/train: 16 chips at 32 px = 0.0 MB uint8, memory-mapped from disk" in out
-    assert not cache.features.applies(build_model("fine_vgg", 3, "none"))  # no feature cache given: off
+    assert cache.features is None  # no feature cache given: off
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -139,7 +141,7 @@ def test_views_are_the_symmetries_of_the_square_and_augment_applies_the_drawn_on
     for mode, n in data.NUM_VIEWS.items():
         drawn = data.draw_views(64, mode, torch.Generator().manual_seed(0))
         assert drawn.dtype == torch.long and set(drawn.tolist()) == set(range(n))  # 64 draws hit every view
-        out = data.augment(batch, mode, torch.Generator().manual_seed(0))
+        out = data.apply_views(batch, data.draw_views(64, mode, torch.Generator().manual_seed(0)))
         assert torch.equal(out, data.apply_views(batch, drawn))
         assert all(torch.equal(o, data.view(b, v)) for o, b, v in zip(out, batch, drawn.tolist()))
 
@@ -155,7 +157,7 @@ def test_plan_holds_the_draws_of_the_batches():
     replay = [(images[i], v) for i, v in batches().plan()]
     drawn = list(batches())
     assert len(drawn) == 3 and [len(y) for _, y in drawn] == [8, 8, 7]
-    for (x, y), (chips, views) in zip(drawn, replay):
+    for (x, _), (chips, views) in zip(drawn, replay):
         assert torch.equal(x, data.apply_views(chips, views))
     # two DDP ranks take the two halves of every global batch of the same order (the last one trimmed to 6)
     ranks = [list(batches(rank=r, world_size=2).plan()) for r in (0, 1)]
@@ -186,7 +188,7 @@ def test_feature_batches_are_the_backbone_features_of_the_uncached_batches(monke
                             sample_weights=weights, augment="flip+rot90",
                             aug_generator=torch.Generator().manual_seed(2))
 
-    cache = features.FeatureCache(CPU, tm.Precision("off", CPU), 4, verbose=False)
+    cache = features.FeatureCache(CPU, engine.Precision("off", CPU), 4, verbose=False)
     net, cached = cache.wrap(model, batches(), ("tiny", "train"))
     assert net is model.head and cache.info[("tiny", "train")]["views"] == 8
     assert cache.info[("tiny", "train")]["dtype"] == "float32"
@@ -194,16 +196,28 @@ def test_feature_batches_are_the_backbone_features_of_the_uncached_batches(monke
     with torch.no_grad():
         for (f, fy), (x, y) in zip(cached, batches()):
             assert torch.equal(fy, y)
-            assert torch.allclose(f, model.backbone(tm.model_input(x, CPU)), rtol=1e-4, atol=1e-4)
+            assert torch.allclose(f, model.backbone(engine.model_input(x, CPU)), rtol=1e-4, atol=1e-4)
             n += 1
     assert n == len(batches()) == 3
+
+
+def cached_features(cache, model, key, images, augment):
+    """The features the production path (FeatureCache.wrap over data.Batches) caches for these chips: training
+    batches (shuffled, augmented) where augment is not none, else evaluation batches."""
+    train = augment != "none"
+    batches = data.Batches(images, torch.zeros(len(images), dtype=torch.long), 4, shuffle=train,
+                           generator=torch.Generator().manual_seed(0) if train else None, augment=augment,
+                           aug_generator=torch.Generator().manual_seed(1) if train else None)
+    net, cached = cache.wrap(model, batches, key)
+    assert net is model.head
+    return cached.features
 
 
 def test_float16_features_are_kept_only_when_exact_enough():
     model = frozen_model("fine_vgg")
     images = torch.randint(0, 256, (6, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    cache = features.FeatureCache(CPU, tm.Precision("off", CPU), 4, verbose=False)
-    half = cache.get(model.backbone, ("t", "train"), images, "flip", head=model.head)
+    cache = features.FeatureCache(CPU, engine.Precision("off", CPU), 4, verbose=False)
+    half = cached_features(cache, model, ("t", "train"), images, "flip")
     info = cache.info[("t", "train")]
     assert half.dtype == torch.float16 and half.shape == (2, 6, 512)
     assert 0 < info["fp16_logit_error"] <= features.FP16_LOGIT_TOL
@@ -212,26 +226,26 @@ def test_float16_features_are_kept_only_when_exact_enough():
     # features beyond float16's range (65504) stay float32
     assert cache.narrow(full * 1e7, model.head)[0].dtype == torch.float32
     # test features: the backbone's own dtype, for evaluation exactly as the model computes
-    assert cache.get(model.backbone, ("t", "test"), images, "none").dtype == torch.float32
+    assert cached_features(cache, model, ("t", "test"), images, "none").dtype == torch.float32
 
 
 def test_feature_cache_applies_only_where_exact_and_is_shared_by_one_backbone():
-    cache = features.FeatureCache(CPU, tm.Precision("off", CPU), 4, verbose=False)
+    cache = features.FeatureCache(CPU, engine.Precision("off", CPU), 4, verbose=False)
     frozen = frozen_model("fine_vgg")
     assert cache.applies(frozen, "flip") and cache.applies(frozen, "flip+rot90")
     assert not cache.applies(build_model("cnn", 3, "none"), "flip")  # trains its backbone
     assert not cache.applies(frozen, "random-crop")  # no finite set of views
-    assert not features.FeatureCache(CPU, tm.Precision("off", CPU), 4, enabled=False).applies(frozen)
+    assert not features.FeatureCache(CPU, engine.Precision("off", CPU), 4, enabled=False).applies(frozen)
     thawed = frozen_model("fine_vgg")
     thawed.backbone.features[0].weight.requires_grad_(True)
     assert not cache.applies(thawed)
     images = torch.randint(0, 256, (4, 32, 32), dtype=torch.uint8)
-    a = cache.get(frozen.backbone, ("s", "test"), images, "none")
+    a = cached_features(cache, frozen, ("s", "test"), images, "none")
     same = frozen_model("fine_vgg")  # another cell, the same backbone weights: the same features
-    assert cache.get(same.backbone, ("s", "test"), images, "none") is a
+    assert cached_features(cache, same, ("s", "test"), images, "none") is a
     assert cache.info[("s", "test")]["reused"]
     other = frozen_model("fine_vgg", seed=1)
-    b = cache.get(other.backbone, ("s", "test"), images, "none")
+    b = cached_features(cache, other, ("s", "test"), images, "none")
     assert b is not a and not torch.equal(a, b) and len(cache._entries) == 1  # the old backbone's dropped
 
 
@@ -241,7 +255,9 @@ def run_cell(root, out, *flags):
     folder = out / "runs/fusar" / flags[flags.index("--models") + 1] / "none/seed42"
     record = json.loads((folder / "record.json").read_text())
     probs = pd.read_csv(folder / "predictions_fusar.csv").filter(like="prob_").to_numpy()
-    return record, probs, torch.load(folder / "checkpoint.pt", weights_only=True)["model"]
+    ckpt = torch.load(folder / "checkpoint.pt", weights_only=True)  # what was saved: a frozen model's head alone
+    saved = ckpt["model"] if "model" in ckpt else {f"head.{k}": v for k, v in ckpt["head"].items()}
+    return record, probs, saved
 
 
 def test_cached_frozen_training_matches_uncached(prepared, tmp_path, monkeypatch):
@@ -276,7 +292,7 @@ def test_features_under_autocast_are_cached_as_the_backbone_gives_them():
                                                  pool=torch.nn.AdaptiveAvgPool2d(1),
                                                  flatten=torch.nn.Flatten()))
     model = models.Classifier(backbone, torch.nn.Linear(8, 3), "backbone.conv")
-    precision = tm.Precision("on", CPU)
+    precision = engine.Precision("on", CPU)
     images = torch.randint(0, 256, (8, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(8) % 3
 
@@ -290,11 +306,11 @@ def test_features_under_autocast_are_cached_as_the_backbone_gives_them():
     with torch.no_grad():
         for (f, _), (x, _) in zip(cached, batches()):
             with precision.autocast():
-                assert f.dtype == torch.bfloat16 and torch.equal(head(f), model(tm.model_input(x, CPU)))
+                assert f.dtype == torch.bfloat16 and torch.equal(head(f), model(engine.model_input(x, CPU)))
 
 
 def test_float16_with_a_gradient_scaler_runs_on_the_cpu():
-    precision = tm.Precision("on", CPU)
+    precision = engine.Precision("on", CPU)
     precision.dtype = torch.float16  # what a CUDA device without bfloat16 gets
     scaler = precision.scaler()
     assert scaler.is_enabled()
@@ -305,7 +321,7 @@ def test_float16_with_a_gradient_scaler_runs_on_the_cpu():
                            generator=torch.Generator().manual_seed(0), augment="flip",
                            aug_generator=torch.Generator().manual_seed(1))
     before = model.head[3].weight.detach().clone()
-    loss, _ = tm.train_one_epoch(model, torch.nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters()),
+    loss, _ = engine.train_one_epoch(model, torch.nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters()),
                                  scaler, batches, CPU, precision, "fp16 on the CPU")
     assert np.isfinite(loss) and scaler.get_scale() > 0
     assert not torch.equal(before, model.head[3].weight)  # the scaled steps were taken
@@ -338,5 +354,5 @@ def test_stale_cache_temporaries_of_live_processes_are_kept(tmp_path):
     first = data.load_split(set_dir, "train", 32)
     live = first.cache_path.parent / f".{first.cache_path.name}.tmp-{socket.gethostname()}-{os.getpid()}-ab"
     live.write_bytes(b"being written")
-    data._remove_stale(first.cache_path.parent, data.manifest_sha1(set_dir))
+    data._remove_stale(first.cache_path.parent, sets.manifest_sha1(set_dir))
     assert live.exists() and first.cache_path.exists()

@@ -1,0 +1,251 @@
+"""The grid's tables and figures, rebuilt from the records under runs/ (test_models.py writes them at its end and
+with --aggregate-only; report.py reads them).
+
+    import tables
+    tables.aggregate("demo")        # scores.csv, predictions.csv, results.txt, figures/ from demo/runs/
+
+    scores.csv          one row per (train_set, test_set, model, imbalance, seed): accuracy, balanced
+                        accuracy, weighted and macro precision/recall/F1, per-class precision/recall/F1
+                        (percent, two decimals) and support (count), recomputed with scikit-learn from
+                        the predictions
+    predictions.csv     one row per evaluated chip: the cell, path (as in the set's manifest), true, pred,
+                        prob_<Class> for every class
+    results.txt         the human-readable log: configuration, epochs, metrics and confusion matrices per cell
+    figures/cross_dataset_f1_macro_<imbalance>.png   macro-F1 heat map train set x test set, a panel per model
+    figures/per_class_f1_<imbalance>.png             per-class F1 bars, a panel per (train set, test set)
+Per cell (write_test_results, into the cell's folder): predictions_<test_set>.csv, confusion_<test_set>.csv and
+.png. Every file is written atomically (runs.write_atomic) or inside a cell folder that is published whole.
+"""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.patches  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import metrics  # noqa: E402
+import runs  # noqa: E402
+from engine import IMBALANCE  # noqa: E402
+from models import MODEL_NAMES  # noqa: E402
+from sets import SETS, ordered  # noqa: E402
+
+# The args a finished cell's results depend on besides its four keys: a rerun with other values must not
+# silently reuse it. Device, amp and workers are left out: a grid may be finished on another machine.
+TRAIN_SETTINGS = ("epochs", "batch_size", "lr", "img_size", "augment", "weights")
+KEYS = ("train_set", "test_set", "model", "imbalance", "seed")
+
+
+def _write_csv(frame, path, float_format):
+    frame.to_csv(path, index=False, float_format=float_format, lineterminator="\n")
+
+
+def write_test_results(folder, title, test_set, classes, paths, true, probs):
+    """predictions_<test_set>.csv, confusion_<test_set>.csv/.png in `folder`; returns the score row."""
+    pred = probs.argmax(1)
+    names = np.asarray(classes, dtype=object)
+    table = pd.DataFrame({"path": paths, "true": names[true], "pred": names[pred]})
+    for k, c in enumerate(classes):
+        table[f"prob_{c}"] = probs[:, k]
+    _write_csv(table, folder / f"predictions_{test_set}.csv", "%.6f")
+    matrix = metrics.confusion(true, pred, classes)
+    pd.DataFrame(matrix, index=pd.Index(classes, name="true"), columns=classes).to_csv(
+        folder / f"confusion_{test_set}.csv", lineterminator="\n")
+    row = metrics.score_row(true, pred, classes)
+    metrics.plot_confusion(matrix, classes, f"{title} on {test_set}: accuracy {row['accuracy']:.1f} %, "
+                           f"macro F1 {row['f1_macro']:.1f} %",
+                           folder / f"confusion_{test_set}.png")
+    return row
+
+
+def aggregate(output_dir):
+    """Rebuild scores.csv, predictions.csv, results.txt and figures/ from every record found; returns scores."""
+    output_dir = Path(output_dir)
+    records = runs.find_records(output_dir)
+    if not records:
+        raise SystemExit(f"no finished cells under {output_dir / 'runs'} "
+                         "(runs/<train_set>/<model>/<imbalance>/seed<k>/record.json): "
+                         "run python test_models.py first")
+    classes = ordered([c for _, r in records for c in r["classes"]], [])
+    scores, predictions = [], []
+    test_order = ordered([t for _, r in records for t in r["test_sets"]], SETS)
+    for folder, rec in records:
+        for test_set in sorted(rec["test_sets"], key=test_order.index):
+            pred = pd.read_csv(folder / f"predictions_{test_set}.csv", keep_default_na=False,
+                               dtype={"path": str, "true": str, "pred": str})
+            cell = {"train_set": rec["train_set"], "test_set": test_set, "model": rec["model"],
+                    "imbalance": rec["imbalance"], "seed": rec["seed"]}
+            scores.append({**cell, **metrics.score_row(pred["true"], pred["pred"], rec["classes"])})
+            predictions.append(pd.concat([pd.DataFrame(cell, index=pred.index), pred], axis=1))
+    scores = pd.DataFrame(scores).reindex(columns=list(KEYS) + metrics.score_columns(classes))
+    for c in classes:  # counts stay integers even where a record lacks a class
+        scores[f"{c}_support"] = scores[f"{c}_support"].astype("Int64")
+    predictions = pd.concat(predictions, ignore_index=True).reindex(
+        columns=list(KEYS) + ["path", "true", "pred"] + [f"prob_{c}" for c in classes])
+    runs.write_atomic(output_dir / "scores.csv", lambda p: _write_csv(scores, p, "%.2f"))
+    runs.write_atomic(output_dir / "predictions.csv", lambda p: _write_csv(predictions, p, "%.6f"))
+    text = results_text(records, scores, output_dir)
+    runs.write_atomic(output_dir / "results.txt", lambda p: p.write_text(text))
+    figures = plot_figures(scores, classes, output_dir / "figures")
+    print(f"tables: {output_dir / 'scores.csv'} ({len(scores)} rows), {output_dir / 'predictions.csv'} "
+          f"({len(predictions)} rows), {output_dir / 'results.txt'}; figures: "
+          f"{', '.join(str(f) for f in figures)}")
+    return scores
+
+
+def results_text(records, scores, output_dir):
+    """The human-readable log, rebuilt from the records."""
+    def distinct(f):
+        return ", ".join(map(str, dict.fromkeys(f(r) for _, r in records)))
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    lines = [f"Experiment grid: {len(records)} finished cells under {Path(output_dir) / 'runs'}, "
+             + f"tables rebuilt {now}",
+             f"training sets: {distinct(lambda r: r['train_set'])}; "
+             + f"models: {distinct(lambda r: r['model'])}; "
+             + f"imbalance: {distinct(lambda r: r['imbalance'])}; seeds: {distinct(lambda r: r['seed'])}",
+             "settings: " + "; ".join(f"{k}={distinct(lambda r, k=k: r['args'].get(k))}"
+                                      for k in TRAIN_SETTINGS),
+             f"devices: {distinct(lambda r: r.get('device'))}; "
+             + f"mixed precision: {distinct(lambda r: r.get('amp'))}",
+             "Metrics in percent (scikit-learn, from the per-chip predictions); confusion rows are the true "
+             + "classes, columns the predicted ones.", ""]
+    for folder, rec in records:
+        a = rec["args"]
+        lines += [f"== train {rec['train_set']} | model {rec['model']} | imbalance {rec['imbalance']} | "
+                  + f"seed {rec['seed']} ==",
+                  "configuration: " + " ".join(f"{k}={a.get(k)}" for k in TRAIN_SETTINGS)
+                  + f" device={rec.get('device')} amp={rec.get('amp')}",
+                  f"training chips: {rec.get('n_train')} ("
+                  + ", ".join(f"{c} {n}" for c, n in rec.get("train_counts", {}).items()) + ")"
+                  + (f"; class weights {[round(w, 3) for w in rec['class_weights']]}"
+                     if rec.get("class_weights") else ""),
+                  f"reproduce: {rec.get('command', '')}"]
+        for h in rec["history"]:
+            lines.append(f"epoch {h['epoch']:>3}/{a.get('epochs')}  loss {h['loss']:.4f}  "
+                         f"accuracy {h['accuracy']:.2f}")
+        lines.append(f"training {rec['train_seconds']:.1f} s, evaluation {rec['eval_seconds']:.1f} s, "
+                     f"finished {rec['finished']}")
+        for test_set in rec["test_sets"]:
+            row = scores[(scores.train_set == rec["train_set"]) & (scores.test_set == test_set)
+                         & (scores.model == rec["model"]) & (scores.imbalance == rec["imbalance"])
+                         & (scores.seed == rec["seed"])].iloc[0]
+            lines.append(f"-- test {test_set} (n={row['n']}): accuracy {row['accuracy']:.2f}, balanced "
+                         f"accuracy {row['balanced_accuracy']:.2f}, F1 weighted {row['f1_weighted']:.2f}, "
+                         f"F1 macro {row['f1_macro']:.2f}")
+            width = max(len(c) for c in rec["classes"]) + 2
+            lines.append("   " + "class".ljust(width) + "precision   recall       F1  support")
+            for c in rec["classes"]:
+                lines.append("   " + c.ljust(width) + f"{row[f'{c}_precision']:9.2f} "
+                             f"{row[f'{c}_recall']:8.2f} {row[f'{c}_f1']:8.2f} {row[f'{c}_support']:8d}")
+            matrix = pd.read_csv(folder / f"confusion_{test_set}.csv", index_col=0)
+            lines.append("   confusion (rows true, columns predicted):")
+            lines += ["   " + line for line in matrix.to_string().splitlines()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _save_figure(fig, path):
+    runs.write_atomic(path, lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def _layout(fig, left, right, bottom, top, wspace=0.35, hspace=0.6):
+    """Margins in inches (fixed: constrained layout would cost a second render of every figure)."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace,
+                        hspace=hspace)
+
+
+def plot_cross_dataset(mean, models, train_sets, test_sets, note, path):
+    """Macro-F1 heat map, training set (rows) x test set (columns), one panel per model."""
+    label = max(len(s) for s in train_sets + test_sets)
+    side = 0.75  # inches per matrix cell
+    margin_l, margin_b = 0.45 + 0.07 * label, 0.45 + 0.06 * label
+    fig, axes = plt.subplots(1, len(models), squeeze=False,
+                             figsize=(margin_l + len(models) * (side * len(test_sets) + 0.35) + 1.0,
+                                      margin_b + side * len(train_sets) + 0.75))
+    _layout(fig, margin_l, 1.0, margin_b, 0.75, wspace=0.12)
+    for ax, model_name in zip(axes[0], models):
+        values = np.full((len(train_sets), len(test_sets)), np.nan)
+        for i, tr in enumerate(train_sets):
+            for j, te in enumerate(test_sets):
+                if (model_name, tr, te) in mean.index:
+                    values[i, j] = mean.loc[(model_name, tr, te), "f1_macro"]
+        mesh = ax.pcolormesh(np.ma.masked_invalid(values), vmin=0, vmax=100, cmap="viridis")
+        for i in range(len(train_sets)):
+            for j in range(len(test_sets)):
+                v = values[i, j]
+                ax.text(j + 0.5, i + 0.5, "-" if np.isnan(v) else f"{v:.1f}", ha="center", va="center",
+                        fontsize=8, color="black" if not np.isnan(v) and v > 60 else "white")
+        ax.set_facecolor("0.3")  # cells with no result
+        ax.set_xlim(0, len(test_sets))
+        ax.set_ylim(len(train_sets), 0)
+        ax.set_aspect("equal")
+        ax.set_xticks(np.arange(len(test_sets)) + 0.5, test_sets, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(np.arange(len(train_sets)) + 0.5, train_sets if ax is axes[0][0] else [], fontsize=8)
+        ax.set_xlabel("test set", fontsize=8)
+        ax.set_title(model_name, fontsize=9)
+    axes[0][0].set_ylabel("training set", fontsize=8)
+    w, h = fig.get_size_inches()
+    cax = fig.add_axes((1 - 0.8 / w, margin_b / h, 0.15 / w, side * len(train_sets) / h))
+    fig.colorbar(mesh, cax=cax).set_label("macro F1 (%)", fontsize=8)
+    cax.tick_params(labelsize=7)
+    fig.suptitle(f"Macro F1, training set x test set ({note})", fontsize=9)
+    _save_figure(fig, path)
+
+
+def plot_per_class(mean, models, train_sets, test_sets, classes, note, path):
+    """Per-class F1 bars, a panel per (training set, test set), a bar per model."""
+    panel_w = 0.3 + 0.22 * len(classes) * len(models)
+    fig, axes = plt.subplots(len(train_sets), len(test_sets), squeeze=False, sharey=True,
+                             figsize=(0.7 + len(test_sets) * (panel_w + 0.3),
+                                      0.45 + len(train_sets) * 1.9 + 0.5))
+    _layout(fig, 0.7, 0.15, 0.75, 0.5)
+    width = 0.8 / len(models)
+    for i, tr in enumerate(train_sets):
+        for j, te in enumerate(test_sets):
+            ax = axes[i][j]
+            for k, model_name in enumerate(models):
+                if (model_name, tr, te) in mean.index:
+                    values = [mean.loc[(model_name, tr, te)].get(f"{c}_f1", np.nan) for c in classes]
+                    ax.bar(np.arange(len(classes)) + (k - (len(models) - 1) / 2) * width, values, width,
+                           color=f"C{k}")
+            ax.set_xticks(range(len(classes)), classes, fontsize=7)
+            ax.set_ylim(0, 100)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.set_title(f"train {tr} / test {te}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("F1 (%)", fontsize=8)
+    handles = [matplotlib.patches.Patch(color=f"C{k}", label=m) for k, m in enumerate(models)]
+    fig.legend(handles=handles, loc="lower center", ncols=len(models), fontsize=8, frameon=False)
+    fig.suptitle(f"Per-class F1 ({note})", fontsize=9)
+    _save_figure(fig, path)
+
+
+def plot_figures(scores, classes, figure_dir):
+    """Per imbalance strategy, mean over seeds: figures/cross_dataset_f1_macro_<imbalance>.png and
+    figures/per_class_f1_<imbalance>.png. Returns the paths written."""
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for imbalance in ordered(scores["imbalance"], IMBALANCE):
+        sub = scores[scores.imbalance == imbalance]
+        models = ordered(sub["model"], MODEL_NAMES)
+        train_sets = ordered(sub["train_set"], SETS)
+        test_sets = ordered(sub["test_set"], SETS)
+        mean = sub.groupby(["model", "train_set", "test_set"]).mean(numeric_only=True)
+        seeds = sub.groupby(["model", "train_set", "test_set"])["seed"].nunique()
+        n_seeds = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
+        note = f"imbalance: {imbalance}; mean over {n_seeds} seed(s)"
+        path = figure_dir / f"cross_dataset_f1_macro_{imbalance}.png"
+        plot_cross_dataset(mean, models, train_sets, test_sets, note, path)
+        written.append(path)
+        path = figure_dir / f"per_class_f1_{imbalance}.png"
+        plot_per_class(mean, models, train_sets, test_sets, classes, note, path)
+        written.append(path)
+    return written
+
