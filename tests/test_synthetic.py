@@ -1,8 +1,9 @@
-"""Tests of synthetic.py: the written trees follow the real layouts (read back by an independent parser, the
-same listing code run on the real sample archives), the clutter follows its K distribution, the chips look
-like the real ones, the task is learnable but not trivial, and the output is deterministic.
+"""Tests of the synthetic data generator (synthetic.py, synthetic_opensarship.py, simulator.py): the written
+trees follow the real layouts (read back by an independent parser, the same listing code run on the real sample
+archives), the sea clutter as the chips get it follows its K distribution, the chips look like the real ones,
+the task is learnable but not trivial, and the output is deterministic.
 
-    /tmp/probe-venv/bin/python -m pytest tests/test_synthetic.py -q
+    python -m pytest tests/test_synthetic.py -q
 """
 
 import csv
@@ -20,6 +21,7 @@ import tifffile
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+import simulator
 import synthetic
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "opensarship"
@@ -248,8 +250,11 @@ def test_fusar_tree_and_meta_csv(raw):
 # -------------------------------------------------------------------------------- statistics
 @pytest.mark.parametrize("looks,nu,corr,cell", [(4.4, 3.0, 0.0, 1), (4.4, 3.0, 2.0, 1), (1.0, 5.0, 8.0, 4)])
 def test_clutter_moments_match_the_k_distribution(looks, nu, corr, cell):
-    mu = 0.03
-    x = synthetic.k_clutter(np.random.default_rng(7), (2048, 2048), mu, looks, nu, corr, cell)
+    # The sea as render_oss_chip and render_fusar_chip make it: a Gamma texture, then sar_intensity, here with
+    # no ship in the chip (deck and strong-scatterer maps all zero).
+    mu, shape, rng = 0.03, (2048, 2048), np.random.default_rng(7)
+    texture = simulator.gamma_texture(rng, shape, nu, corr, cell)
+    x = simulator.sar_intensity(rng, mu, texture, np.zeros(shape), np.zeros(shape), looks).astype(np.float64)
     second = mu**2 * (1 + 1 / looks) * (1 + 1 / nu)  # E[I^2] of K-distributed intensity
     var = mu**2 * (1 / looks + 1 / nu + 1 / (looks * nu))  # = E[I^2] - mu^2
     assert abs(x.mean() / mu - 1) < 0.02
@@ -259,8 +264,8 @@ def test_clutter_moments_match_the_k_distribution(looks, nu, corr, cell):
 
 def test_texture_is_correlated_and_speckle_is_not():
     rng = np.random.default_rng(3)
-    t = synthetic.gamma_texture(rng, (512, 512), 4.0, corr_px=4.0)
-    s = synthetic.speckle(rng, (512, 512), 4.4)
+    t = simulator.gamma_texture(rng, (512, 512), 4.0, corr_px=4.0)
+    s = simulator.speckle(rng, (512, 512), 4.4)
 
     def lag1(a):
         return np.corrcoef(a[:, :-1].ravel(), a[:, 1:].ravel())[0, 1]
@@ -284,13 +289,13 @@ def test_copol_chips_look_like_the_real_ones(raw):
         return c[0] in ("Cargo", "Tanker") and s["polmode"] == "1SDV" and s["product"] == "GRD"
 
     # sea level (border median) and the 99th percentile on the dual-pol GRD chips of large ships, as measured
-    # on the real archives (data-formats.md: sea 7-10 of 255, 99th percentile 90-110)
+    # on the real archives (docs/data-formats.md: sea 7-10 of 255, 99th percentile 90-110)
     sea_s, sea_r = med(synth, 1, big_dual_grd), med(real, 1, big_dual_grd)
     p99_s, p99_r = med(synth, 2, big_dual_grd), med(real, 2, big_dual_grd)
     assert 6 <= sea_s <= 11 and 6 <= sea_r <= 11 and abs(sea_s - sea_r) <= 3
     assert 85 <= p99_s <= 120 and 85 <= p99_r <= 120 and abs(p99_s - p99_r) <= 20
     assert med(synth, 1, lambda c, s: s["polmode"] == "1SSV" and c[0] == "Cargo") < sea_s  # single-pol darker
-    # chip sides weighted to the real class proportions: the percentiles of data-formats.md (25 / 45 / 85 px)
+    # chip sides weighted to the real class proportions: the percentiles of docs/data-formats.md (25 / 45 / 85 px)
     real_counts = synthetic.REAL_COUNTS["opensarship"]
     rows = [(st[0], c[0]) for c, st, _ in synth if c[0] in real_counts]
     n = {c: sum(1 for _, k in rows if k == c) for c in real_counts}
