@@ -364,3 +364,58 @@ def test_load_trained_rejects_foreign_file(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="model_name"):
         load_trained(path)
+
+
+def _trained_frozen(name, weights, seed=3):
+    """A frozen model as a cell builds it (torch seeded right before build_model), its head moved."""
+    torch.manual_seed(seed)
+    model = build_model(name, C, weights=weights)
+    with torch.no_grad():
+        model.head[3].bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    return model.eval()
+
+
+def test_frozen_checkpoint_is_slim_and_rebuilds_random_backbone_from_its_seed(tmp_path):
+    model = _trained_frozen("fine_resnet", "none")
+    ckpt = models.checkpoint(model, "fine_resnet", ["Cargo", "Fishing", "Tanker"], 32, "none", 3, {"epochs": 2})
+    assert "model" not in ckpt and "optimizer" not in ckpt and ckpt["epoch"] == 2
+    assert ckpt["backbone"]["seed"] == 3 and ckpt["backbone"]["weights"] == "none"
+    params = {k for k, _ in model.backbone.named_parameters()}
+    assert set(ckpt["backbone_buffers"]) == set(model.backbone.state_dict()) - params  # BN statistics
+    path = tmp_path / "checkpoint.pt"
+    torch.save(ckpt, path)
+    whole = tmp_path / "whole.pt"
+    torch.save({"model": model.state_dict()}, whole)
+    assert path.stat().st_size < 0.3 * whole.stat().st_size  # the head (8.4 M weights) and BN buffers alone
+    torch.manual_seed(123)  # loading must not depend on (or change) the global generator
+    state = torch.random.get_rng_state()
+    loaded, _ = load_trained(path)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    original, restored = model.state_dict(), loaded.state_dict()
+    assert all(torch.equal(original[k], restored[k]) for k in original)
+
+    ckpt["backbone"]["seed"] = 4  # another seed rebuilds another backbone: refused, not silently used
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="seed 4 is not the one this cell was trained with"):
+        load_trained(path)
+
+
+def test_frozen_checkpoint_rebuilds_imagenet_backbone_and_needs_its_file(torch_home, tmp_path):
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+    state = {f"features.{k}": v for k, v in features.state_dict().items()}
+    torch_home.mkdir(parents=True)
+    torch.save(state, models.weights_path(models.VGG_WEIGHTS))
+    model = _trained_frozen("fine_vgg", "imagenet")
+    path = tmp_path / "checkpoint.pt"
+    torch.save(models.checkpoint(model, "fine_vgg", ["a", "b", "c"], 32, "imagenet", 3, {}), path)
+    loaded, ckpt = load_trained(path)
+    assert ckpt["backbone"]["seed"] is None
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+    state["features.0.weight"].fill_(0.5)  # another weights file under the same name
+    torch.save(state, models.weights_path(models.VGG_WEIGHTS))
+    with pytest.raises(ValueError, match="imagenet weights file is not the one"):
+        load_trained(path)
+    models.weights_path(models.VGG_WEIGHTS).unlink()  # offline, file gone: the loader's own message
+    with pytest.raises(WeightsUnavailableError, match="vgg16-397923af.pth"):
+        load_trained(path)
