@@ -1,5 +1,6 @@
-# Quick start: `make demo` (the whole pipeline on synthetic data) and `make test` (the test suite).
-# Both create .venv and install the requirements on first use.
+# Quick start: `make demo` (the whole pipeline on synthetic data), `make test` (lint and the test suite) and
+# `make smoke` (the whole pipeline on the smallest synthetic data, in about a minute).
+# Each creates .venv and installs the requirements on first use.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,12 @@ DEMO_CHIPS ?= 400
 WEIGHTS ?= none
 DEMO_GRID ?= --img-size 48 --epochs 4 --batch-size 32
 
-.PHONY: demo test venv clean
+# Smoke settings: the generator's per-class floor (--synthetic-chips 1), 32 px, one epoch; every stage runs.
+SMOKE_DIR ?= smoke
+SMOKE_DATA ?= $(SMOKE_DIR)/prepared
+SMOKE_GRID ?= --img-size 32 --epochs 1 --batch-size 32 --weights none --models cnn,vgg,resnet,fine_vgg,fine_resnet
+
+.PHONY: demo test smoke lint venv clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +30,21 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) dataset_prep.py --synthetic --synthetic-chips $(DEMO_CHIPS) --output-dir $(DEMO_DATA)
 	$(PY) test_models.py --data-dir $(DEMO_DATA) --output-dir $(DEMO_DIR) --weights $(WEIGHTS) $(DEMO_GRID)
-	$(PY) grad_cams.py --run-dir $(DEMO_DIR) --data-dir $(DEMO_DATA) --exp-dir $(DEMO_DIR)/Exp_images --per-class 5
-	$(PY) report.py --output-dir $(DEMO_DIR) --data-dir $(DEMO_DATA) --exp-dir $(DEMO_DIR)/Exp_images
+	$(PY) grad_cams.py --output-dir $(DEMO_DIR) --data-dir $(DEMO_DATA) --per-class 5
+	$(PY) report.py --output-dir $(DEMO_DIR) --data-dir $(DEMO_DATA)
 
-test: venv
+smoke: venv
+	rm -rf $(SMOKE_DIR)
+	$(PY) dataset_prep.py --synthetic --synthetic-chips 1 --raw-dir $(SMOKE_DIR)/raw --output-dir $(SMOKE_DATA)
+	$(PY) test_models.py --data-dir $(SMOKE_DATA) --output-dir $(SMOKE_DIR) $(SMOKE_GRID)
+	$(PY) grad_cams.py --output-dir $(SMOKE_DIR) --data-dir $(SMOKE_DATA) --per-class 2
+	$(PY) report.py --output-dir $(SMOKE_DIR) --data-dir $(SMOKE_DATA)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(DEMO_DIR) $(DEMO_DATA) data/raw/synthetic
+	rm -rf $(DEMO_DIR) $(DEMO_DATA) $(SMOKE_DIR) data/raw/synthetic

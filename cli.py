@@ -25,7 +25,8 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+        if default is None or default is False or default is argparse.SUPPRESS or "default" in text \
+                or not action.option_strings:
             return text
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})"

@@ -1,12 +1,14 @@
 """FUSAR-Ship reader: the dataset's zip or folder -> chip records (metadata) and 8-bit chip arrays.
 
-    from dataset_prep import open_tree
+    from archives import open_tree
     import fusar
     for root in fusar.find_roots(open_tree("data/raw/fusar"), forced=True):
-        chips, skips, notes = fusar.list_chips(root)
+        chips, skips, notes = fusar.root_chips(root)
         image = fusar.load_chip(root, chips[0])                # (H, W) uint8
 
-Layouts accepted (shared/design/data-formats.md):
+dataset_prep.py reads it through READER (readers.Reader).
+
+Layouts accepted (docs/data-formats.md):
 - nested `<Category>/<SubCategory>/Ship_CxxSyyNzzzz.tiff` (FUSAR-Ship 1.0) or flat class folders
   (`Cargo/*.tiff`, `.png`), or one folder of chips whose classes come from the metadata;
 - metadata `meta.csv` (tab- or comma-separated; columns id, mmsi, length, width, polarMode, centerLookAngle,
@@ -39,19 +41,20 @@ from pathlib import PurePosixPath
 import numpy as np
 from PIL import Image
 
-from opensarship import positive_number
+from archives import (OPENSARSHIP_FOLDERS, SCENE_START_RE, DataError, clean_error, is_archive, is_junk, is_under,
+                      positive_number, valid_mmsi)
+from readers import Chip, Listing, Reader
+
+NAME = "fusar"
 
 CATEGORIES = ("Cargo", "DiveVessel", "Dredger", "Fishing", "HighSpeedCraft", "LawEnforce", "Other", "Passenger",
               "PortTender", "Reserved", "SAR", "Tanker", "Tug", "Unspecified", "WingInGrnd")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 META_NAMES = ("meta.csv", "meta.xls")  # meta.csv wins when both are present
 FUSAR_NAME_RE = re.compile(r"Ship_C\d+S\d+N\d+", re.IGNORECASE)
-# OpenSARShip scene folders also hold images (Patch_RGB PNGs...): never FUSAR chips.
-_OPENSARSHIP_FOLDERS = ("Patch", "Patch_Cal", "Patch_Uint8", "Patch_RGB")
-_SCENE_RE = re.compile(r"S1[A-D]_[A-Z0-9]{2}_")
 
 
-class MetaError(Exception):
+class MetaError(DataError):
     """The metadata file cannot be read as it stands (e.g. meta.xls without xlrd); the message says the fix."""
 
 
@@ -61,14 +64,6 @@ def canonical_class(name):
         if c.lower() == name.strip().lower():
             return c
     return name.strip()
-
-
-def _junk(name):
-    return any(p.startswith(".") or p == "__MACOSX" for p in name.split("/"))
-
-
-def _under(name, folder):
-    return folder == "" or name == folder or name.startswith(folder + "/")
 
 
 def _parent(name):
@@ -91,6 +86,7 @@ class FusarRoot:
     prefix: str  # the dataset folder inside the tree ('' = the tree's root)
     label: str
     meta: str = None  # member name of meta.csv / meta.xls, or None
+    duplicate_of: object = None  # the FusarRoot with the same chips read instead of this one, if any
 
 
 def find_roots(tree, forced=False):
@@ -101,9 +97,10 @@ def find_roots(tree, forced=False):
     any chips count, so re-packaged copies with other file names are found too.
     """
     fusarish = forced or "fusar" in re.split(r"[/!]", tree.label.rstrip("/"))[-1].lower()
-    names = [n for n in tree.names() if not _junk(n)]
+    names = [n for n in tree.names() if not is_junk(n)]
+    # OpenSARShip scene folders also hold images (Patch_RGB PNGs...): never FUSAR chips.
     images = [n for n in names if n.lower().endswith(IMAGE_SUFFIXES)
-              and not any(p in _OPENSARSHIP_FOLDERS for p in n.split("/")[:-1])]
+              and not any(p in OPENSARSHIP_FOLDERS for p in n.split("/")[:-1])]
     metas = {}
     for n in names:
         base = n.rsplit("/", 1)[-1].lower()
@@ -113,16 +110,16 @@ def find_roots(tree, forced=False):
                 metas[folder] = n
     roots = []
     for folder, meta in sorted(metas.items()):
-        inside = [i for i in images if _under(i, folder)]
+        inside = [i for i in images if is_under(i, folder)]
         if fusarish or any(FUSAR_NAME_RE.search(i) for i in inside):
             roots.append(FusarRoot(tree, folder, tree.describe(folder) if folder else tree.label, meta))
-    leftover = [i for i in images if not any(_under(i, r.prefix) for r in roots)]
+    leftover = [i for i in images if not any(is_under(i, r.prefix) for r in roots)]
     named = [i for i in leftover if FUSAR_NAME_RE.search(i.rsplit("/", 1)[-1])]
     found = []
     for n in names:
-        if n.lower().endswith((".zip", ".rar")) and not any(_under(n, r.prefix) for r in roots):
+        if is_archive(n) and not any(is_under(n, r.prefix) for r in roots):
             stem = PurePosixPath(n).stem
-            if _SCENE_RE.search(stem) or "opensarship" in stem.lower():
+            if SCENE_START_RE.search(stem) or "opensarship" in stem.lower():
                 continue  # OpenSARShip's scene or outer archives
             sub = tree.open(n)
             sub_roots = find_roots(sub, forced="fusar" in n.lower())
@@ -147,19 +144,10 @@ def root_signature(root):
     """Relative chip names of a root: equal for a zip and its extracted copy (read once)."""
     cut = len(root.prefix) + 1 if root.prefix else 0
     return tuple(sorted(n[cut:] for n in root.tree.names()
-                        if _under(n, root.prefix) and n.lower().endswith(IMAGE_SUFFIXES) and not _junk(n)))
+                        if is_under(n, root.prefix) and n.lower().endswith(IMAGE_SUFFIXES) and not is_junk(n)))
 
 
 # ---------------------------------------------------------------------------------------------- metadata
-
-
-def _mmsi(text):
-    text = str(text or "").strip()
-    try:
-        v = float(text)
-    except ValueError:
-        return ""
-    return str(int(v)) if np.isfinite(v) and v > 0 and v == int(v) else ""
 
 
 def read_meta(tree, member):
@@ -219,8 +207,8 @@ def meta_index(rows):
 # ---------------------------------------------------------------------------------------------- chips
 
 
-def list_chips(root):
-    """Chip records of one FUSAR-Ship root (nothing decoded yet).
+def root_chips(root):
+    """Chips of one FUSAR-Ship root, as readers.Chip records (nothing decoded yet).
 
     Returns (chips, skips, notes): skips are (source, reason, detail) for chips without any class; notes are
     counts of metadata disagreements worth reporting ({"meta path disagrees with folder": n, ...}).
@@ -229,12 +217,11 @@ def list_chips(root):
     index = meta_index(rows)
     cut = len(root.prefix) + 1 if root.prefix else 0
     chips, skips, notes, used = [], [], {}, set()
-    for member in sorted(n for n in root.tree.names() if _under(n, root.prefix) and not _junk(n)
+    for member in sorted(n for n in root.tree.names() if is_under(n, root.prefix) and not is_junk(n)
                          and n.lower().endswith(IMAGE_SUFFIXES)):
         rel = member[cut:]
         parts = rel.split("/")
-        stem = PurePosixPath(parts[-1]).stem
-        row = index.get(stem.lower())
+        row = index.get(PurePosixPath(parts[-1]).stem.lower())
         if row is not None:
             used.add(id(row))
         meta_parts = _path_parts(row.get("path")) if row else []
@@ -252,31 +239,25 @@ def list_chips(root):
                 "meta path disagrees with folder (folder used)", 0) + 1
         if row is None and rows:
             notes["chips without a metadata row"] = notes.get("chips without a metadata row", 0) + 1
-        chips.append({
-            "dataset": "fusar",
-            "class": cls,
-            "name": stem,
-            "source": root.tree.describe(member),
-            "member": member,
-            "scene": "",
-            "acquisition": "",
-            "position": f"fusar:{rel}",
-            "mmsi": _mmsi(row.get("mmsi")) if row else "",
-            "pol": (row.get("polarmode") or "").lower() if row else "",
-            "product": "",
-            "ship_length_m": positive_number(row.get("length")) if row else "",
-            "ship_width_m": positive_number(row.get("width")) if row else "",
-            "spacing_row_m": positive_number(row.get("heightspace")) if row else "",
-            "spacing_col_m": positive_number(row.get("widthspace")) if row else "",
-            "has_record": row is not None,
-            "latlon": None,
-            "geometry": None,
-            "mask_key": str(PurePosixPath(rel).with_suffix(".png")),
-        })
+        chips.append(_chip_record(root, member, rel, cls, row))
     unused = sum(1 for row in rows if id(row) not in used)
     if unused:
         notes["metadata rows without a chip"] = unused
     return chips, skips, notes
+
+
+def _chip_record(root, member, rel, cls, row):
+    chip = Chip(dataset=NAME, cls=cls, name=PurePosixPath(rel).stem, source=root.tree.describe(member),
+                member=member, position=f"fusar:{rel}", mask_key=str(PurePosixPath(rel).with_suffix(".png")))
+    if row is not None:
+        chip.has_record = True
+        chip.mmsi = valid_mmsi(row.get("mmsi"))
+        chip.pol = (row.get("polarmode") or "").lower()
+        chip.ship_length_m = positive_number(row.get("length"))
+        chip.ship_width_m = positive_number(row.get("width"))
+        chip.spacing_row_m = positive_number(row.get("heightspace"))
+        chip.spacing_col_m = positive_number(row.get("widthspace"))
+    return chip
 
 
 def decode(data):
@@ -306,7 +287,7 @@ def decode(data):
             if arr is not None and (arr.ndim < 2 or arr.size == 0):
                 arr = None
     if arr is None:
-        raise ValueError(f"cannot decode image: {_clean(error)}")
+        raise ValueError(f"cannot decode image: {clean_error(error)}")
     # (512, 512, 1) or (1, 512, 512): a channel axis of one.
     while arr.ndim > 2 and (arr.shape[-1] == 1 or arr.shape[0] == 1):
         arr = arr[..., 0] if arr.shape[-1] == 1 else arr[0]
@@ -327,10 +308,41 @@ def decode(data):
 
 def load_chip(root, chip):
     """The chip as an (H, W) uint8 array. Raises ValueError with the reason when it cannot be decoded."""
-    return decode(root.tree.read(chip["member"]))
+    return decode(root.tree.read(chip.member))
 
 
-def _clean(error):
-    # Decoder messages name the in-memory buffer ("<_io.BytesIO object at 0x7f...>"): drop it, so the
-    # summaries of two identical runs are identical.
-    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(error)) or type(error).__name__
+# ---------------------------------------------------------------------------------------------- the reader
+
+
+class FusarReader(Reader):
+    """FUSAR-Ship for dataset_prep.py: sources are FusarRoots; it has no options."""
+
+    name = NAME
+    title = "FUSAR-Ship"
+    inputs = "its zip, its folder, or a folder holding it"
+    expected = "a FUSAR-Ship zip/folder (<Category>/.../*.tiff)"
+    where_to_get = (
+        "  FUSAR-Ship 1.0: the resources page of Fudan University's EMW lab (emwlab.fudan.edu.cn, \"FUSAR-Ship\"), on\n"
+        "    request, or the study's copy at https://drive.google.com/file/d/1SOEMud9oUq69gxbfcBkOvtUkZ3LWEpZJ/view:\n"
+        "    put the zip or its extracted folder in data/raw/fusar/")
+    classes = CATEGORIES
+
+    def find_sources(self, trees, forced):
+        # A zip and its extracted copy hold the same chips: the first found is read, the others are duplicates.
+        roots = [root for tree in trees for root in find_roots(tree, forced=forced)]
+        first = {}
+        for root in roots:
+            kept = first.setdefault(root_signature(root), root)
+            root.duplicate_of = None if kept is root else kept
+        return roots
+
+    def list_chips(self, root, options):
+        if root.duplicate_of is not None:
+            return Listing(notes=[f"FUSAR-Ship found twice: read {root.duplicate_of.label}, ignored {root.label}"])
+        chips, skips, notes = root_chips(root)
+        return Listing(chips, skips, [f"FUSAR-Ship ({root.label}): {k}: {v}" for k, v in sorted(notes.items())])
+
+    load_chip = staticmethod(load_chip)
+
+
+READER = FusarReader()

@@ -8,7 +8,7 @@
 true, pred) with it or with scikit-learn directly. Percent with two decimals, as the study reports them;
 supports and n are counts.
 
-What the published code got wrong and this does not (reference-study.md, defect 2): its per-class "precision"
+What the published code got wrong and this does not (docs/reference-study.md, defect 2): its per-class "precision"
 was computed on the samples of that class only (always 100 %) and its per-class "F1" was 2R/(1+R); its overall
 F1 was only the weighted one. Here per-class precision is over the chips *predicted* as the class, F1 is the
 harmonic mean of that precision and recall, and both weighted and macro averages are given (macro treats the

@@ -26,9 +26,10 @@ Linear(4096, classes).
 | fine_resnet | ResNet50 trunk, ImageNet, frozen; global average pool      | 2048  | backbone.layer4      |
 
 Choices and why:
-- cnn: the study's network without its defect 7 (a first linear layer 256*28*28 -> 4096, 822 M weights,
-  that only works at 224 px). An adaptive average pool to 4x4 keeps the coarse layout of the ship (length,
-  orientation) in 4096 features at any input size; at 32 px it is the identity. Random init always.
+- cnn: the study's network without its defect 7 (docs/reference-study.md: a first linear layer 256*28*28 ->
+  4096, 822 M weights, that only works at 224 px). An adaptive average pool to 4x4 keeps the coarse layout of
+  the ship (length, orientation) in 4096 features at any input size; at 32 px it is the identity. Random init
+  always.
 - vgg keeps the study's 7x7 average pool and head (25088 -> 4096): everything trains, nothing is cached.
 - fine_vgg pools globally (512 features) instead: frozen features are computed once and cached per image
   in fp16, where 512 values take 1 KB per image and the 7x7 map 49 KB; the head then has 2.1 M weights
@@ -63,6 +64,9 @@ import torchvision
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torchvision.models import ResNet50_Weights, VGG16_Weights
+
+from cli import HelpFormatter, add_shared, comma_list, int_at_least
+from engine import resolve_device
 
 MODEL_NAMES = ("cnn", "vgg", "resnet", "fine_vgg", "fine_resnet")
 WEIGHT_CHOICES = ("imagenet", "none")
@@ -385,14 +389,15 @@ def load_trained(checkpoint_path, map_location="cpu"):
 
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description="Parameters, Grad-CAM layer and speed of each model",
-                                     add_help=add_help)
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
-    parser.add_argument("--num-classes", type=int, default=3)
-    parser.add_argument("--img-size", type=int, default=224, help="square input size of the timed pass")
+                                     add_help=add_help, formatter_class=HelpFormatter)
+    parser.add_argument("--models", type=comma_list(MODEL_NAMES, what="model"), default=list(MODEL_NAMES),
+                        help="models, comma-separated")
+    parser.add_argument("--num-classes", type=int_at_least(2), default=3, help="classes of the head")
+    parser.add_argument("--img-size", type=int_at_least(32), default=224, help="square input size of the timed pass")
     parser.add_argument("--weights", default="none", choices=WEIGHT_CHOICES,
-                        help="none (default): no download needed; imagenet: also fills the torch cache")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=3, help="timed forward passes (median reported)")
+                        help="none (the default here): no download needed; imagenet: also fills the torch cache")
+    add_shared(parser, "device")
+    parser.add_argument("--repeats", type=int_at_least(1), default=3, help="timed forward passes (median reported)")
     return parser
 
 
@@ -425,6 +430,7 @@ def describe(model: Classifier, img_size: int, device: str, repeats: int) -> dic
 
 
 def main(args):
+    args.device = str(resolve_device(args.device))
     note = " (counts and times do not depend on it)" if args.weights == "none" else ""
     print(f"input 1x1x{args.img_size}x{args.img_size}, {args.num_classes} classes, "
           f"weights={args.weights!r}{note}, device {args.device}, {torch.get_num_threads()} CPU threads; "

@@ -1,14 +1,16 @@
 """OpenSARShip reader: scene archives or folders -> chip records (metadata) and 8-bit chip arrays.
 
-    from dataset_prep import open_tree
+    from archives import open_tree
     import opensarship
     tree = open_tree("data/raw/opensarship")                    # a folder, an outer zip, a scene zip...
     for ref in opensarship.find_scenes(tree):                   # SceneRef: lazily opened scene
         with ref.open() as scene:                               # Scene: the opened tree, Ship.xml records
-            chips, skips = opensarship.list_chips(scene, product="uint8", pol="co")
+            chips, skips = opensarship.scene_chips(scene, product="uint8", pol="co")
             image = opensarship.load_chip(scene, chips[0])     # (H, W) uint8
 
-Layouts accepted (shared/design/data-formats.md): version 1.0 scene zips (a top folder named after the scene,
+dataset_prep.py reads it through READER (readers.Reader), with --product and --pol as options.
+
+Layouts accepted (docs/data-formats.md): version 1.0 scene zips (a top folder named after the scene,
 `Metedata.xml`, `Ship.xml`) and version 2.0 (files at the root, `<scene>.xml`, a `Ship.xml` often closed by the
 malformed `<\\ShipList>` and with unescaped `<` in ship names); scene zips or rars, an outer zip of them, extracted
 scene folders, or any mix. The same scene found twice (an extracted folder and its zip, a browser's `(1)` copy)
@@ -39,16 +41,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from archives import (OPENSARSHIP_FOLDERS, READ_ERRORS, SCENE_RE, BadArchiveError, clean_error, is_archive, is_junk,
+                      is_under, positive_number, scene_name_of, valid_mmsi)
+from readers import Chip, Listing, Reader
+
+NAME = "opensarship"
 PRODUCTS = {"uint8": "Patch_Uint8", "cal": "Patch_Cal", "rgb": "Patch_RGB"}
-# Class names seen in the real chip names (shared/design/data-formats.md); the reader takes any name it finds.
+# Class names seen in the real chip names (docs/data-formats.md); the reader takes any name it finds.
 CLASSES = ("Cargo", "Dredging", "Dredging or underwater ops", "Fishing", "Law Enforcement", "Other Type",
            "Passenger", "Search and Rescue vessel", "Tanker", "Tug")
 POLS = ("co", "cross", "both")
-PRODUCT_FOLDERS = ("Patch", "Patch_Cal", "Patch_Uint8", "Patch_RGB")
 # Fixed dB window for the `cal` product, the same for every scene. Measured on the real chips (VV and VH, GRD
 # and SLC): sea clutter 0.1th percentile about -33 dB (VH), ship cores up to about +20 dB (VV 99.9th percentile
 # 11-22 dB). 55 dB over 255 levels is about 0.2 dB a level.
@@ -57,11 +64,6 @@ CAL_DB_RANGE = (-35.0, 20.0)
 # Sentinel-1 IW GRDH is 10 m x 10 m; IW SLC about 13.9 m azimuth x 2.33 m slant range (the real scenes' values).
 NOMINAL_SPACING_M = {"GRD": (10.0, 10.0), "SLC": (13.9, 2.33)}
 
-# Sentinel-1 product name: MMM_BB_TTTR_LFPP_start_stop_orbit_datatake_crc, e.g.
-# S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0 (SLC: S1A_IW_SLC__1SDV_...).
-SCENE_RE = re.compile(
-    r"(?P<mission>S1[A-D])_(?P<mode>[A-Z0-9]{2})_(?P<type>[A-Z0-9_]{4})_(?P<level>\d)(?P<pclass>[A-Z])"
-    r"(?P<npol>[SD])(?P<pol>[VH])_\d{8}T\d{6}_\d{8}T\d{6}_(?P<orbit>\d{6})_(?P<datatake>[0-9A-F]{6})_[0-9A-F]{4}")
 # Chip file name; the class may hold spaces and underscores ("Other Type", "Search and Rescue vessel"), so the
 # pattern is anchored on _x<X>_y<Y>, never split on "_".
 CHIP_RE = re.compile(r"^(?:Visual_)?(?P<cls>.+?)_x(?P<x>\d+)_y(?P<y>\d+)(?:_(?P<pol>[vh][vh]))?\.(?:tiff?|png)$",
@@ -69,12 +71,6 @@ CHIP_RE = re.compile(r"^(?:Visual_)?(?P<cls>.+?)_x(?P<x>\d+)_y(?P<y>\d+)(?:_(?P<
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 # A browser's duplicate-download suffix: "...36F7(1).zip", "...36F7 (2).zip".
 COPY_SUFFIX_RE = re.compile(r"\s*\(\d+\)$")
-
-
-def scene_name_of(text):
-    """The Sentinel-1 product name inside `text` (a file or folder name), or None."""
-    m = SCENE_RE.search(text)
-    return m.group(0) if m else None
 
 
 def acquisition_of(scene):
@@ -90,35 +86,22 @@ def product_type_of(scene):
     return "SLC" if m["type"].startswith("SLC") else "GRD" if m["type"].startswith("GRD") else m["type"].strip("_")
 
 
-def is_archive(name):
-    return name.lower().endswith((".zip", ".rar"))
-
-
-def _junk(name):
-    # macOS resource forks and hidden files ride along in many re-zipped downloads.
-    return any(p.startswith(".") or p == "__MACOSX" for p in name.split("/"))
-
-
 def scene_roots(names):
     """Folders (posix, '' = root) that hold a scene: the parent of a Patch* folder or of Ship.xml."""
     roots = set()
     for n in names:
-        if _junk(n):
+        if is_junk(n):
             continue
         parts = n.split("/")
         for i, p in enumerate(parts[:-1]):
-            if p in PRODUCT_FOLDERS:
+            if p in OPENSARSHIP_FOLDERS:
                 roots.add("/".join(parts[:i]))
                 break
         else:
             if parts[-1] == "Ship.xml":
                 roots.add("/".join(parts[:-1]))
     # A scene folder never nests inside another scene folder: keep the outermost.
-    return sorted(r for r in roots if not any(o != r and _under(r, o) for o in roots))
-
-
-def _under(name, folder):
-    return folder == "" or name == folder or name.startswith(folder + "/")
+    return sorted(r for r in roots if not any(o != r and is_under(r, o) for o in roots))
 
 
 # ---------------------------------------------------------------------------------------------- Ship.xml
@@ -152,24 +135,6 @@ def parse_ship_xml(text):
     return records
 
 
-def positive_number(text):
-    """A positive finite number as text ('190', '32.26'), or '' for missing, zero, NaN."""
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        return ""
-    if not np.isfinite(v) or v <= 0:
-        return ""
-    return str(int(v)) if v == int(v) else f"{v:.10g}"
-
-
-def valid_mmsi(text):
-    """An MMSI as digits, or '' when missing or 0 (AIS fill values)."""
-    text = (text or "").strip()
-    text = text.removesuffix(".0")
-    return text if text.isdigit() and int(text) > 0 else ""
-
-
 def _int(rec, tag):
     try:
         return round(float(rec[tag]))
@@ -198,7 +163,7 @@ class Scene:
     def names(self):
         """File names relative to the scene folder."""
         cut = len(self.prefix) + 1 if self.prefix else 0
-        return [n[cut:] for n in self.tree.names() if _under(n, self.prefix) and not _junk(n)]
+        return [n[cut:] for n in self.tree.names() if is_under(n, self.prefix) and not is_junk(n)]
 
 
 @dataclass
@@ -210,6 +175,7 @@ class SceneRef:
     member: str = None  # the scene's archive inside `parent`, or None for a folder
     prefix: str = ""  # the scene folder inside `parent` (member is None)
     is_copy: bool = False  # a browser's "(1)" copy: loses against the original when both are present
+    duplicate_of: object = None  # the SceneRef read instead of this one (dedupe_scenes), if any
 
     @contextmanager
     def open(self):
@@ -270,7 +236,7 @@ def find_scenes(tree, _hint=None):
     roots = scene_roots(names)
     for root in roots:
         base = root.rsplit("/", 1)[-1]
-        rels = [n[len(root) + 1:] if root else n for n in names if _under(n, root)]
+        rels = [n[len(root) + 1:] if root else n for n in names if is_under(n, root)]
         name = (scene_name_of(base)
                 or next((scene_name_of(r) for r in rels if "/" not in r and r.endswith(".xml")
                          and scene_name_of(r)), None)
@@ -279,7 +245,7 @@ def find_scenes(tree, _hint=None):
         label = tree.describe(root) if root else tree.label
         refs.append(SceneRef(name, label, tree, prefix=root, is_copy=bool(COPY_SUFFIX_RE.search(base))))
     for n in names:
-        if not is_archive(n) or _junk(n) or any(_under(n, r) for r in roots):
+        if not is_archive(n) or is_junk(n) or any(is_under(n, r) for r in roots):
             continue
         stem = PurePosixPath(n).stem
         name = scene_name_of(stem)
@@ -301,6 +267,7 @@ def dedupe_scenes(refs):
     kept, dropped = {}, []
     for ref in sorted(refs, key=lambda r: (r.name, r.is_copy, r.label)):
         if ref.name in kept:
+            ref.duplicate_of = kept[ref.name]
             dropped.append((ref, kept[ref.name]))
         else:
             kept[ref.name] = ref
@@ -323,21 +290,15 @@ def scene_pols(scene_name, suffixes):
     return "", "", False
 
 
-def list_chips(scene, product="uint8", pol="co"):
-    """Chip records of one opened scene for a product and polarisation choice (nothing decoded yet).
+def scene_chips(scene, product="uint8", pol="co"):
+    """Chips of one opened scene for a product (PRODUCTS) and polarisation (POLS) choice, nothing decoded yet.
 
-    Returns (chips, skips). A chip is a dict: the manifest fields known before decoding (dataset, class, scene,
-    mmsi, pol, product, ship_length_m, ship_width_m, spacing_row_m, spacing_col_m; '' when unknown), plus name
-    (output stem: <scene>_x<X>_y<Y>[_<pol>]), source (archive!member), member (name in scene.tree), band (cal:
-    "co"/"cross"), acquisition and position (for grouping), latlon (Ship.xml centre or None), has_record,
-    geometry (for chip_coords) and mask_key (<scene>/<Class>_x<X>_y<Y>.png, the synthetic sidecar mask).
-    Skips are (source, reason, detail) for chips that cannot exist under this choice (a missing polarisation
-    file, a cross-pol request on a single-pol scene, an unrecognised file name in the product folder).
+    Returns (chips, skips): readers.Chip records (name <scene>_x<X>_y<Y>[_<pol>], member: the file in
+    scene.tree, band: the Patch_Cal band, mask_key: <scene>/<Class>_x<X>_y<Y>.png, the synthetic sidecar mask;
+    Ship.xml's MMSI, size, position and head/tail where it has the chip), and skips as (source, reason, detail)
+    for chips that cannot exist under this choice (a missing polarisation file, a cross-pol request on a
+    single-pol scene, an unrecognised file name in the product folder).
     """
-    if product not in PRODUCTS:
-        raise ValueError(f"unknown OpenSARShip product {product!r}: choose one of {', '.join(PRODUCTS)}")
-    if pol not in POLS:
-        raise ValueError(f"unknown polarisation {pol!r}: choose one of {', '.join(POLS)}")
     folder = PRODUCTS[product]
     positions, skips = {}, []
     for rel in sorted(scene.names()):
@@ -373,56 +334,53 @@ def list_chips(scene, product="uint8", pol="co"):
     return chips, skips
 
 
+class Placement(NamedTuple):
+    """A chip in its scene (pixels): centre, corner (None: centred), the ship's head and tail as [x, y]."""
+    cx: int
+    cy: int
+    x0: int | None
+    y0: int | None
+    head: list
+    tail: list
+
+
 def _chip_record(scene, product, cls, x, y, pol, band, rel):
+    figure = product == "rgb"  # Patch_RGB figures have no pixel spacing, mask or head/tail in chip pixels
+    chip = Chip(dataset=NAME, cls=cls, name=f"{scene.name}_x{x}_y{y}" + (f"_{pol}" if pol else ""),
+                source=scene.tree.describe(scene.member(rel)), member=scene.member(rel), band=band,
+                scene=scene.name, acquisition=acquisition_of(scene.name), position=f"{scene.name}:x{x}_y{y}",
+                pol=pol, product=product, spacing_row_m="" if figure else scene.spacing[0],
+                spacing_col_m="" if figure else scene.spacing[1],
+                mask_key=None if figure else f"{scene.name}/{cls}_x{x}_y{y}.png")
     rec = scene.records.get((x, y))
-    chip = {
-        "dataset": "opensarship",
-        "class": cls,
-        "name": f"{scene.name}_x{x}_y{y}" + (f"_{pol}" if pol else ""),
-        "source": scene.tree.describe(scene.member(rel)),
-        "member": scene.member(rel),
-        "band": band,
-        "scene": scene.name,
-        "acquisition": acquisition_of(scene.name),
-        "position": f"{scene.name}:x{x}_y{y}",
-        "mmsi": "",
-        "pol": pol,
-        "product": product,
-        "ship_length_m": "",
-        "ship_width_m": "",
-        "spacing_row_m": scene.spacing[0] if product != "rgb" else "",
-        "spacing_col_m": scene.spacing[1] if product != "rgb" else "",
-        "has_record": rec is not None,
-        "latlon": None,
-        "geometry": None,
-        "mask_key": f"{scene.name}/{cls}_x{x}_y{y}.png" if product != "rgb" else None,
-    }
-    if rec is not None:
-        chip["mmsi"] = valid_mmsi(rec.get("MMSI"))
-        chip["ship_length_m"] = positive_number(rec.get("Length")) or positive_number(rec.get("Length_overall"))
-        chip["ship_width_m"] = positive_number(rec.get("Width")) or positive_number(rec.get("Breadth_extreme"))
-        try:
-            chip["latlon"] = (float(rec["Center_latitude"]), float(rec["Center_longitude"]))
-        except (KeyError, ValueError):
-            pass
-        ends = [_int(rec, t) for t in ("Head_x", "Head_y", "Tail_x", "Tail_y")]
-        corners = [_int(rec, t) for t in ("UpperLeft_x", "UpperLeft_y", "LowerRight_x", "LowerRight_y")]
-        if product != "rgb" and None not in ends:
-            x0 = min(corners[0], corners[2]) if None not in corners else None
-            y0 = min(corners[1], corners[3]) if None not in corners else None
-            chip["geometry"] = {"cx": x, "cy": y, "x0": x0, "y0": y0, "head": ends[:2], "tail": ends[2:]}
+    if rec is None:
+        return chip
+    chip.has_record = True
+    chip.mmsi = valid_mmsi(rec.get("MMSI"))
+    chip.ship_length_m = positive_number(rec.get("Length")) or positive_number(rec.get("Length_overall"))
+    chip.ship_width_m = positive_number(rec.get("Width")) or positive_number(rec.get("Breadth_extreme"))
+    try:
+        chip.latlon = (float(rec["Center_latitude"]), float(rec["Center_longitude"]))
+    except (KeyError, ValueError):
+        pass
+    ends = [_int(rec, t) for t in ("Head_x", "Head_y", "Tail_x", "Tail_y")]
+    corners = [_int(rec, t) for t in ("UpperLeft_x", "UpperLeft_y", "LowerRight_x", "LowerRight_y")]
+    if not figure and None not in ends:
+        x0 = min(corners[0], corners[2]) if None not in corners else None
+        y0 = min(corners[1], corners[3]) if None not in corners else None
+        chip.geometry = Placement(x, y, x0, y0, ends[:2], ends[2:])
     return chip
 
 
 def chip_coords(chip, h, w):
-    """Head and tail in chip pixel coordinates {head_row, head_col, tail_row, tail_col} ('' when unknown)."""
-    g = chip.get("geometry")
+    """Head and tail in chip pixel coordinates {head_row, head_col, tail_row, tail_col} ({} when unknown)."""
+    g = chip.geometry
     if not g:
-        return {"head_row": "", "head_col": "", "tail_row": "", "tail_col": ""}
-    x0 = g["x0"] if g["x0"] is not None else g["cx"] - (w - 1) // 2
-    y0 = g["y0"] if g["y0"] is not None else g["cy"] - (h - 1) // 2
-    return {"head_row": g["head"][1] - y0, "head_col": g["head"][0] - x0,
-            "tail_row": g["tail"][1] - y0, "tail_col": g["tail"][0] - x0}
+        return {}
+    x0 = g.x0 if g.x0 is not None else g.cx - (w - 1) // 2
+    y0 = g.y0 if g.y0 is not None else g.cy - (h - 1) // 2
+    return {"head_row": g.head[1] - y0, "head_col": g.head[0] - x0,
+            "tail_row": g.tail[1] - y0, "tail_col": g.tail[0] - x0}
 
 
 def cal_to_uint8(intensity):
@@ -434,20 +392,20 @@ def cal_to_uint8(intensity):
 
 def load_chip(scene, chip):
     """The chip as an (H, W) uint8 array. Raises ValueError with the reason when it cannot be decoded."""
-    data = scene.tree.read(chip["member"])
+    data = scene.tree.read(chip.member)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a corrupt file is reported once, as a skipped chip with its reason
         return _decode(data, chip)
 
 
 def _decode(data, chip):
-    product = chip["product"]
+    product = chip.product
     if product == "cal":
         import tifffile  # only the float32 Patch_Cal files need it (Pillow cannot read them)
         try:
             arr = tifffile.imread(io.BytesIO(data))
         except Exception as e:  # any decoder failure is a corrupt file, reported with its text
-            raise ValueError(f"cannot decode TIFF: {_clean(e)}") from e
+            raise ValueError(f"cannot decode TIFF: {clean_error(e)}") from e
         if arr.ndim == 2:
             bands = arr[..., None]
         elif arr.ndim == 3 and arr.shape[-1] <= 4:
@@ -455,11 +413,11 @@ def _decode(data, chip):
         else:
             raise ValueError(f"unexpected Patch_Cal shape {arr.shape}")
         if bands.shape[-1] == 1:
-            if chip["band"] == "cross":
+            if chip.band == "cross":
                 raise ValueError("Patch_Cal has one band: no cross-pol channel")
             band = bands[..., 0]
         elif bands.shape[-1] == 2:
-            band = bands[..., 0 if chip["band"] == "cross" else 1]  # band order: cross, co (VH, VV)
+            band = bands[..., 0 if chip.band == "cross" else 1]  # band order: cross, co (VH, VV)
         else:
             raise ValueError(f"Patch_Cal has {bands.shape[-1]} bands, expected 1 or 2")
         return cal_to_uint8(band)
@@ -474,13 +432,63 @@ def _decode(data, chip):
     except ValueError:
         raise
     except Exception as e:  # Pillow raises many types for a corrupt file
-        raise ValueError(f"cannot decode image: {_clean(e)}") from e
+        raise ValueError(f"cannot decode image: {clean_error(e)}") from e
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"unexpected image shape {arr.shape}")
     return arr
 
 
-def _clean(error):
-    # Decoder messages name the in-memory buffer ("<_io.BytesIO object at 0x7f...>"): drop it, so the
-    # summaries of two identical runs are identical.
-    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(error)) or type(error).__name__
+# ---------------------------------------------------------------------------------------------- the reader
+
+
+class OpenSARShipReader(Reader):
+    """OpenSARShip for dataset_prep.py: sources are SceneRefs; options `product` and `pol` choose the chips."""
+
+    name = NAME
+    title = "OpenSARShip"
+    inputs = "an outer zip, scene zips/rars, scene folders, or folders holding them"
+    expected = "OpenSARShip scene zips/rars/folders (S1A_..._Patch_Uint8/...)"
+    where_to_get = (
+        "  OpenSARShip: the OpenSAR platform of Shanghai Jiao Tong University (opensar.sjtu.edu.cn), after\n"
+        "    registration (the study used OpenSARShip_2.zip): put the zip, its scene zips or extracted scene\n"
+        "    folders in data/raw/opensarship/")
+    classes = CLASSES
+
+    def find_sources(self, trees, forced):
+        # Every scene once: the duplicates (their notes) first, then the scenes read, in dedupe_scenes' order.
+        kept, dropped = dedupe_scenes([ref for tree in trees for ref in find_scenes(tree)])
+        return [ref for ref, _ in dropped] + kept
+
+    def list_chips(self, ref, options):
+        if ref.duplicate_of is not None:
+            return Listing(notes=[f"OpenSARShip scene {ref.name} found twice: read {ref.duplicate_of.label}, "
+                                  f"ignored {ref.label}"])
+        try:
+            with ref.open() as scene:
+                chips, skips = scene_chips(scene, options.product, options.pol)
+                without_xml = 0 if scene.has_ship_xml else 1
+        except (BadArchiveError, *READ_ERRORS) as e:
+            return Listing(skips=[(ref.label, "unreadable scene archive", str(e))])
+        notes = [] if chips or skips else [
+            f"OpenSARShip scene {ref.name} ({ref.label}): no {PRODUCTS[options.product]} chips"]
+        tallies = {"without_xml": without_xml, "without_record": sum(1 for c in chips if not c.has_record)}
+        return Listing(chips, skips, notes, tallies)
+
+    def open(self, ref):
+        return ref.open()
+
+    load_chip = staticmethod(load_chip)
+    chip_coords = staticmethod(chip_coords)
+
+    def summary_notes(self, tallies):
+        notes = {"without_xml": "scene(s) without Ship.xml (chips kept, class from the file name)",
+                 "without_record": "chip(s) without a Ship.xml record (kept, class from the name)"}
+        return [f"OpenSARShip: {tallies[k]} {text}" for k, text in notes.items() if tallies.get(k)]
+
+    def option_warnings(self, options):
+        return ["--product rgb uses OpenSARShip's Patch_RGB images, which are rendered figures (colour map, axes, "
+                "colour bar), not SAR chips; use them only to reproduce the published study"] \
+            if options.product == "rgb" else []
+
+
+READER = OpenSARShipReader()

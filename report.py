@@ -1,12 +1,17 @@
 """Report: the study's three questions answered from a finished grid's records, with honest statistics.
 
-    python report.py --output-dir . --data-dir data/prepared --exp-dir Exp_images
-    python test_models.py ... --aggregate-only     # the grid rebuilds the report together with its tables
+    python report.py                                              # grid in ., sets under data/prepared
+    python report.py --output-dir demo --data-dir data/prepared   # reads demo/Exp_images (grad_cams.py)
+    python report.py --output-dir demo --exp-dir cams             # Grad-CAM results elsewhere
 
-Reads, never changes: the prepared manifests (<data-dir>/<set>/manifest.csv, summary.json), the finished grid
-cells (<output-dir>/runs/<train_set>/<model>/<imbalance>/seed<k>/record.json), the grid's figures
-(<output-dir>/figures/) and, when present, grad_cams.py's results (<exp-dir>/cam_summary.csv, cam_scores.csv,
-figures/*.png). Writes into <output-dir>:
+report.py is the one entry point for report.md: run it after test_models.py (and grad_cams.py, whose results
+get their own section when present); rerun it whenever the grid has grown.
+
+Reads, never changes (it only removes the hidden temporaries of killed runs, runs.clean_stale): the prepared
+manifests (<data-dir>/<set>/manifest.csv, summary.json), the finished grid cells
+(<output-dir>/runs/<train_set>/<model>/<imbalance>/seed<k>/record.json), the grid's figures (<output-dir>/figures/)
+and, when present, grad_cams.py's results (<exp-dir>/cam_summary.csv, cam_scores.csv, figures/*.png; --exp-dir
+defaults to <output-dir>/Exp_images). Writes into <output-dir>, each file atomically (runs.write_atomic):
     report.md                             the report; figures are linked relative to it
     report_main_table.csv                 the numbers behind the main table, unrounded (percent)
     report_effects.csv                    the paired differences behind the imbalance and transfer tables
@@ -30,11 +35,8 @@ named `synthetic` (where the generator writes the raw data) or a chip has a `mas
 only for synthetic chips; the real datasets ship none). The report then says so at the top, naming the sets.
 """
 import argparse
-import json
 import math
 import os
-import re
-import shutil
 import sys
 from pathlib import Path, PurePosixPath
 
@@ -44,79 +46,27 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
 import pandas as pd
 
+import runs
+from cli import HelpFormatter, add_shared
+from engine import IMBALANCE
 from metrics import score_row
 from models import MODEL_NAMES
+from published import section_published
+from seed_stats import aggregate_seeds, fmt, imbalance_pairs, md_table, seed_note, seeds_cell, transfer_pairs
+from sets import SETS, load_manifests, load_summary, ordered, rank
 
-SET_ORDER = ("fusar", "opensarship", "mixed")  # the prepared sets in the order the study presents them
+# ----------------------------------------------------------------------------------------------------------
+# Study defaults
 BASELINE = "none"  # the imbalance strategy every other one is compared with
-FIGURES = "report_figures"
-MAIN_CSV = "report_main_table.csv"
-EFFECTS_CSV = "report_effects.csv"
 METRICS = {"f1_macro": "Macro-F1", "balanced_accuracy": "Bal. acc.", "f1_weighted": "Weighted F1"}
-SEED_DIR = re.compile(r"^seed(\d+)$")  # finished cells only: temporary sibling folders carry other names
-
-# The only numbers typed into this file: the published results, from Awais & Reggiannini, "Deep Learning for
-# SAR Ship classification: Focus on Unbalanced Datasets and Inter-Dataset Generalization", ICEAA 2024,
-# doi 10.1109/ICEAA61917.2024.10701968 (shared/design/reference-study.md). Percent, weighted averages, one
-# seed, trained and tested on the same dataset; the best model was the fine-tuned VGG16 on each dataset;
-# their "merged" set is our `mixed`.
-PUBLISHED_BEST = {
-    "fusar": {"accuracy": 73.05, "f1_weighted": 70.54,
-              "recall": {"Cargo": 90.2, "Fishing": 31.2, "Tanker": 60.3}},
-    "opensarship": {"accuracy": 74.56, "f1_weighted": 67.47,
-                    "recall": {"Cargo": 98.2, "Fishing": 26.3, "Tanker": 12.6}},
-    "mixed": {"accuracy": 79.08, "f1_weighted": 76.76,
-              "recall": {"Cargo": 94.6, "Fishing": 27.3, "Tanker": 40.9}},
-}
-PUBLISHED_MODEL = "fine_vgg"
-# Same paper: several of its models predicted Cargo for every chip; (accuracy, weighted F1) of doing so.
-PUBLISHED_ALL_CARGO = {"fusar": (67.06, 53.84), "opensarship": (72.14, 60.46), "mixed": (71.92, 60.18)}
-PUBLISHED_WHY = (
-    "its code split 20 % train / 80 % test (the index used the wrong way round), kept training one model "
-    "object across datasets, reported a per-class precision that is always 100 % and weighted (never "
-    "macro) F1, built VGG/ResNet without ImageNet weights, tested on other geometry than it trained on, fed "
-    "OpenSARShip as rendered Patch_RGB figures and ran one seed; here every cell is a fresh model on a "
-    "grouped 80/20 split, scored with scikit-learn from saved predictions"
-)
+KEYS = ["train_set", "test_set", "model", "imbalance"]  # a cell of the grid less its seed
+# What the report writes into --output-dir.
+REPORT, MAIN_CSV, EFFECTS_CSV = "report.md", "report_main_table.csv", "report_effects.csv"
+FIGURES = "report_figures"
 
 
 # ----------------------------------------------------------------------------------------------------------
 # reading the inputs
-
-def _set_key(name):
-    return (SET_ORDER.index(name), name) if name in SET_ORDER else (len(SET_ORDER), name)
-
-
-def _model_key(name):
-    return (MODEL_NAMES.index(name), name) if name in MODEL_NAMES else (len(MODEL_NAMES), name)
-
-
-def _imbalance_key(name):
-    return (name != BASELINE, name)
-
-
-_KEYS = {"train_set": _set_key, "test_set": _set_key, "set": _set_key, "model": _model_key,
-         "imbalance": _imbalance_key}
-
-
-def sort_cells(frame, columns):
-    """Rows in the study's order: sets fusar, opensarship, mixed; models as MODEL_NAMES; `none` first."""
-    return frame.sort_values(list(columns), key=lambda c: c.map(_KEYS[c.name]) if c.name in _KEYS else c,
-                             kind="stable").reset_index(drop=True)
-
-
-def load_manifests(data_dir):
-    """{set name: manifest DataFrame (all strings)} per <data_dir>/<set>/manifest.csv, in study order."""
-    found = {p.parent.name: p for p in Path(data_dir).glob("*/manifest.csv")}
-    return {name: pd.read_csv(found[name], dtype=str, keep_default_na=False)
-            for name in sorted(found, key=_set_key)}
-
-
-def load_summary(data_dir, name):
-    """The set's summary.json as a dict ({} when absent)."""
-    path = Path(data_dir, name, "summary.json")
-    return json.loads(path.read_text()) if path.is_file() else {}
-
 
 def is_synthetic(manifest, summary=None):
     """True when the set's chips come from the synthetic generator (the rule is in the module docstring);
@@ -143,10 +93,10 @@ def class_counts(manifests):
     counts = counts[["set", "split", *classes]].astype({c: int for c in classes})
     counts["total"] = counts[classes].sum(axis=1)
     counts["_train_first"] = counts["split"] != "train"
-    return sort_cells(counts, ["set", "_train_first", "split"]).drop(columns="_train_first")
+    return runs.sort_frame(counts, ["set", "_train_first", "split"]).drop(columns="_train_first")
 
 
-def rarest_classes(counts, runs):
+def rarest_classes(counts, records):
     """{train set: the class with the fewest training chips} (ties: the first in class order), from the
     manifests' counts, else from the records' train_counts."""
     rarest = {}
@@ -154,72 +104,29 @@ def rarest_classes(counts, runs):
         classes = [c for c in counts.columns if c not in ("set", "split", "total")]
         for _, row in counts[counts["split"] == "train"].iterrows():
             rarest[row["set"]] = min(classes, key=lambda c: row[c])
-    for _, rec in runs:
+    for _, rec in records:
         train_counts = rec.get("train_counts")
         if rec["train_set"] not in rarest and train_counts:
             rarest[rec["train_set"]] = min(sorted(train_counts), key=lambda c: train_counts[c])
     return rarest
 
 
-def load_runs(output_dir):
-    """The finished grid cells: [(cell folder, record dict)]."""
-    return [(path.parent, json.loads(path.read_text()))
-            for path in sorted(Path(output_dir, "runs").glob("*/*/*/seed*/record.json"))
-            if SEED_DIR.match(path.parent.name)]
-
-
-def per_run_metrics(runs, rarest):
+def per_run_metrics(records, rarest):
     """One row per finished cell and test set: the cell's keys, the metrics its record holds
     (metrics.score_row, percent) and the recall of its training set's rarest class (`rare_recall`)."""
     rows = []
-    for _, rec in runs:
+    for _, rec in records:
         rare = rarest.get(rec["train_set"], "")
         for test_set, result in rec["test_sets"].items():
             scores = result["metrics"]
             rows.append({"train_set": rec["train_set"], "test_set": test_set, "model": rec["model"],
                          "imbalance": rec["imbalance"], "seed": int(rec["seed"]), **scores,
                          "rare_class": rare, "rare_recall": scores.get(f"{rare}_recall", math.nan)})
-    return sort_cells(pd.DataFrame(rows), ["train_set", "test_set", "model", "imbalance", "seed"])
+    return runs.sort_frame(pd.DataFrame(rows), ["train_set", "test_set", "model", "imbalance", "seed"])
 
 
 # ----------------------------------------------------------------------------------------------------------
-# statistics over seeds
-
-def aggregate_seeds(per_run, keys, values):
-    """Mean and sample standard deviation (ddof = 1; NaN for a single seed) of `values` over the seeds of each
-    group of `keys`, with `n_seeds` (how many seeds) and `seeds` (which); groups in first-seen order."""
-    grouped = per_run.groupby(list(keys), sort=False)
-    out = grouped[list(values)].agg(["mean", "std"])  # pandas' std is the sample standard deviation, ddof = 1
-    out.columns = [f"{v}_{stat}" for v, stat in out.columns]
-    out["n_seeds"] = grouped["seed"].nunique()
-    out["seeds"] = grouped["seed"].agg(lambda s: " ".join(str(k) for k in sorted(set(s))))
-    return out.reset_index()
-
-
-def paired_differences(a, b, on, values):
-    """a - b per seed for the rows of `a` and `b` that agree on `on` and on the seed: a seed missing from
-    either side drops out. Returns the rows of `a` that found a partner, `values` replaced by the
-    differences."""
-    on, values = list(on), list(values)
-    merged = a.merge(b[[*on, "seed", *values]], on=[*on, "seed"], suffixes=("", "_base"))
-    for v in values:
-        merged[v] = merged[v] - merged.pop(f"{v}_base")
-    return merged
-
-
-def imbalance_pairs(per_run):
-    """Each imbalance strategy minus `none`: same train set, test set, model and seed."""
-    base = per_run["imbalance"] == BASELINE
-    return paired_differences(per_run[~base], per_run[base], ["train_set", "test_set", "model"],
-                              ["f1_macro", "rare_recall"])
-
-
-def transfer_pairs(per_run):
-    """Macro-F1 on a test set when trained on another set minus when trained on that test set itself: same
-    model, imbalance strategy and seed. What training on the other dataset costs."""
-    own = per_run["train_set"] == per_run["test_set"]
-    return paired_differences(per_run[~own], per_run[own], ["test_set", "model", "imbalance"], ["f1_macro"])
-
+# the majority-class floor and links
 
 def majority_floors(manifests):
     """Per set: the scores (metrics.score_row) of predicting the test split's most frequent class for every
@@ -232,38 +139,6 @@ def majority_floors(manifests):
             rows.append({"set": name, "majority": majority,
                          **score_row(y_true, [majority] * len(y_true), sorted(m["class"].unique()))})
     return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# formatting
-
-def fmt(mean, std=math.nan, n=1, signed=False, digits=1):
-    """'71.2 ± 1.3' for a mean over n > 1 seeds, the plain number for a single value, '–' when absent."""
-    if mean is None or pd.isna(mean):
-        return "–"
-    text = f"{mean:{'+' if signed else ''}.{digits}f}"
-    if n > 1 and not pd.isna(std):
-        text += f" ± {std:.{digits}f}"
-    return text
-
-
-def seeds_cell(n):
-    """A seed count as a table cell: one seed is named as such, so its number is never read as a mean."""
-    return "1 (single seed)" if n == 1 else f"n = {n}"
-
-
-def seed_note(n_values):
-    """How to read a table whose rows have these seed counts (no ± is promised where there is none)."""
-    n_values = {int(n) for n in n_values}
-    if n_values == {1}:
-        return "Single seed: every number is one run's result, not a mean, and no spread can be given."
-    note = "Mean ± sample standard deviation (ddof = 1) over the n seeds."
-    return note + (" Rows marked single seed are one run's result." if 1 in n_values else "")
-
-
-def md_table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 def relative(path, report_dir):
@@ -284,9 +159,9 @@ def plot_imbalance_effects(pairs, rarest, path):
     the rarest class (bottom row), a column per training set, a dot per seed pair, a bar for their mean and
     the sample std as error bar."""
     own = pairs[pairs["train_set"] == pairs["test_set"]]
-    train_sets = sorted(set(own["train_set"]), key=_set_key)
-    models = sorted(set(own["model"]), key=_model_key)
-    strategies = sorted(set(own["imbalance"]), key=_imbalance_key)
+    train_sets = ordered(own["train_set"], SETS)
+    models = ordered(own["model"], MODEL_NAMES)
+    strategies = ordered(own["imbalance"], IMBALANCE)
     width = 0.8 / len(strategies)
     panel_width = max(2.6, 0.5 * len(models) * len(strategies))
     fig, axes = plt.subplots(2, len(train_sets), squeeze=False, sharey="row", layout="constrained",
@@ -321,7 +196,7 @@ def plot_imbalance_effects(pairs, rarest, path):
         pairs_n = f"{n.min()}" if n.min() == n.max() else f"{n.min()} to {n.max()}"
         title = f"dot: one seed pair; bar: their mean; error bar: sample std (n = {pairs_n} pairs)"
     fig.suptitle(title, fontsize=8)
-    fig.savefig(path, dpi=120, format="png")
+    runs.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 
@@ -338,7 +213,7 @@ def section_data(manifests, counts, rarest):
                        [[r["set"], r["split"], *[r[c] for c in classes], r["total"]]
                         for _, r in counts.iterrows()]), ""]
     if rarest:
-        named = sorted(rarest.items(), key=lambda kv: _set_key(kv[0]))
+        named = sorted(rarest.items(), key=lambda kv: rank(kv[0], SETS))
         lines += ["Rarest class (fewest training chips) per training set: "
                   + "; ".join(f"{s}: {c}" for s, c in named) + ".", ""]
     return lines
@@ -351,7 +226,7 @@ def section_main(main, floors, classes):
     own = main[main["train_set"] == main["test_set"]]
     floor = floors.set_index("set")["f1_macro"] if len(floors) else pd.Series(dtype=float)
     best = []
-    for s in sorted(set(own["test_set"]), key=_set_key):
+    for s in ordered(own["test_set"], SETS):
         r = own[own["test_set"] == s].sort_values("f1_macro_mean", ascending=False, kind="stable").iloc[0]
         n = int(r["n_seeds"])
         below = " (not above it)" if r["f1_macro_mean"] <= floor.get(s, -math.inf) else ""
@@ -376,53 +251,18 @@ def section_main(main, floors, classes):
     return lines
 
 
-def section_published(per_run, floors):
-    lines = ["## The published study beside this run", "",
-             (f"Published: the best model of Awais & Reggiannini (ICEAA 2024), a fine-tuned VGG16, trained "
-              f"and tested on the same set, one seed, percent; and the scores its weaker models reached by "
-              f"predicting Cargo for everything. Ours: `{PUBLISHED_MODEL}` with imbalance `{BASELINE}` (the "
-              f"study's setting), and the majority-class floor of our test splits. They differ because "
-              f"{PUBLISHED_WHY}."),
-             ""]
-    recall_classes = list(PUBLISHED_BEST["fusar"]["recall"])
-    ours = per_run[(per_run["train_set"] == per_run["test_set"]) & (per_run["model"] == PUBLISHED_MODEL)
-                   & (per_run["imbalance"] == BASELINE)]
-    floors = floors.set_index("set") if len(floors) else pd.DataFrame()
-    columns = ["accuracy", "f1_weighted", *[f"{c}_recall" for c in recall_classes]]
-    dashes = ["–"] * len(recall_classes)
-    rows = []
-    for s, pub in PUBLISHED_BEST.items():
-        rows.append([s, "published, fine-tuned VGG16", seeds_cell(1), f"{pub['accuracy']:.2f}",
-                     f"{pub['f1_weighted']:.2f}", *[f"{pub['recall'][c]:.1f}" for c in recall_classes]])
-        mine = ours[ours["test_set"] == s]
-        if len(mine):
-            agg = aggregate_seeds(mine, ["test_set"], [c for c in columns if c in mine]).iloc[0]
-            n = int(agg["n_seeds"])
-            rows.append([s, f"ours, `{PUBLISHED_MODEL}`", seeds_cell(n),
-                         *[fmt(agg.get(f"{c}_mean"), agg.get(f"{c}_std"), n) for c in columns]])
-        else:
-            rows.append([s, f"ours, `{PUBLISHED_MODEL}`", "no run", "–", "–", *dashes])
-        acc, wf1 = PUBLISHED_ALL_CARGO[s]
-        rows.append([s, "published, all Cargo", "–", f"{acc:.2f}", f"{wf1:.2f}", *dashes])
-        if s in floors.index:
-            f = floors.loc[s]
-            rows.append([s, f"ours, all {f['majority']}", "–", *[fmt(f.get(c)) for c in columns]])
-    header = ["Set", "Source", "Seeds", "Accuracy", "Weighted F1", *[f"Recall {c}" for c in recall_classes]]
-    return lines + [md_table(header, rows), ""]
-
-
 def section_imbalance(per_run, pairs, effects, rarest, figure, report_dir):
     lines = ["## 2. Does an imbalance strategy help the rare class?", ""]
     if pairs.empty:
-        strategies = ", ".join(sorted(set(per_run["imbalance"]), key=_imbalance_key))
+        strategies = ", ".join(ordered(per_run["imbalance"], IMBALANCE))
         return lines + [(f"Not answerable from this grid: it needs runs with `{BASELINE}` and with another "
                          f"imbalance strategy for the same seeds (strategies run: {strategies})."), ""]
     lines += [f"Each strategy minus `{BASELINE}` in percentage points, paired by seed (a seed counts only "
               f"when both runs have it; n = number of pairs), for macro-F1 and for the recall of the "
               f"training set's rarest class. " + seed_note(effects["n_seeds"]), "",
               *image_lines([figure], report_dir)]
-    tests = sorted(set(effects["test_set"]), key=_set_key)
-    for train_set in sorted(set(effects["train_set"]), key=_set_key):
+    tests = ordered(effects["test_set"], SETS)
+    for train_set in ordered(effects["train_set"], SETS):
         part = effects[effects["train_set"] == train_set]
         rare = rarest.get(train_set, "the rarest class")
         rows = []
@@ -444,7 +284,7 @@ def section_transfer(output_dir, per_run, gaps):
              ("Macro-F1, training set (rows) x test set (columns), a panel per model, mean over the seeds "
               "(the grid's figures; the spread over seeds is in the main table):"), ""]
     heatmaps = [Path(output_dir, "figures", f"cross_dataset_f1_macro_{s}.png")
-                for s in sorted(set(per_run["imbalance"]), key=_imbalance_key)]
+                for s in ordered(per_run["imbalance"], IMBALANCE)]
     lines += image_lines([p for p in heatmaps if p.is_file()], output_dir)
     missing = [p.name for p in heatmaps if not p.is_file()]
     if missing:
@@ -472,7 +312,7 @@ def section_gradcam(exp_dir, report_dir):
     if not summary_path.is_file():
         return lines + [f"No Grad-CAM results: `{summary_path}` is absent (run grad_cams.py after the grid).",
                         ""]
-    summary = sort_cells(pd.read_csv(summary_path), ["set", "model"])
+    summary = runs.sort_frame(pd.read_csv(summary_path), ["set", "model"])
     cells = pd.Series(dtype=str)
     if scores_path.is_file():
         scores = pd.read_csv(scores_path, dtype=str, keep_default_na=False)
@@ -496,8 +336,8 @@ def section_gradcam(exp_dir, report_dir):
                     *image_lines(figures, report_dir)]
 
 
-def section_hardware(runs):
-    records = [rec for _, rec in runs]
+def section_hardware(found):
+    records = [rec for _, rec in found]
 
     def distinct(key):
         values = sorted({str(r[key]) for r in records if r.get(key) not in (None, "")})
@@ -513,7 +353,7 @@ def section_hardware(runs):
     table = pd.DataFrame({"runs": grouped.size(), "train": grouped["train"].sum(min_count=1),
                           "eval": grouped["eval"].sum(min_count=1)}).reset_index()
     rows = [[r["train_set"], r["model"], r["runs"], secs(r["train"]), secs(r["eval"])]
-            for _, r in sort_cells(table, ["train_set", "model"]).iterrows()]
+            for _, r in runs.sort_frame(table, ["train_set", "model"]).iterrows()]
     return ["## Hardware and time", "",
             f"- Device: {distinct('device')}", f"- Platform: {distinct('platform')}",
             f"- CPU count: {distinct('cpu_count')}", f"- torch: {distinct('torch_version')}", "",
@@ -530,38 +370,49 @@ def section_hardware(runs):
 # ----------------------------------------------------------------------------------------------------------
 # entry points
 
-def build_report(output_dir, data_dir, exp_dir):
-    """Write report.md, report_main_table.csv, report_effects.csv and report_figures/ into output_dir from
-    the finished cells under output_dir/runs, the manifests under data_dir and the Grad-CAM results under
-    exp_dir. Returns the path of report.md."""
-    output_dir, data_dir, exp_dir = Path(output_dir), Path(data_dir), Path(exp_dir)
-    runs = load_runs(output_dir)
-    if not runs:
-        raise FileNotFoundError(f"no finished cells under {output_dir / 'runs'} (<train_set>/<model>/"
+def gather(output_dir, data_dir):
+    """Every input and statistic the report shows, as a dict: found (the finished cells, [(folder, record)]),
+    manifests, counts, rarest, floors, per_run, classes, main, pairs, effects, gaps."""
+    found = runs.find_records(output_dir)
+    if not found:
+        raise FileNotFoundError(f"no finished cells under {Path(output_dir, runs.RUNS)} (<train_set>/<model>/"
                                 "<imbalance>/seed<k>/record.json): run python test_models.py first, or pass "
                                 "--output-dir where it wrote them")
-    manifests = load_manifests(data_dir)
-    counts = class_counts(manifests)
-    rarest = rarest_classes(counts, runs)
-    floors = majority_floors(manifests)
-    per_run = per_run_metrics(runs, rarest)
-    classes = sorted({c for _, rec in runs for c in rec["classes"]})
-    keys = ["train_set", "test_set", "model", "imbalance"]
+    g = {"found": found, "manifests": load_manifests(data_dir)}
+    g["counts"] = class_counts(g["manifests"])
+    g["rarest"] = rarest_classes(g["counts"], found)
+    g["floors"] = majority_floors(g["manifests"])
+    g["per_run"] = per_run = per_run_metrics(found, g["rarest"])
+    g["classes"] = classes = sorted({c for _, rec in found for c in rec["classes"]})
     per_class = [f"{c}_{m}" for c in classes for m in ("f1", "recall")]
-    main = aggregate_seeds(per_run, keys, ["accuracy", *METRICS, *per_class, "rare_recall"])
-    pairs, gap_pairs = imbalance_pairs(per_run), transfer_pairs(per_run)
-    effects = (sort_cells(aggregate_seeds(pairs, keys, ["f1_macro", "rare_recall"]), keys)
-               if len(pairs) else pd.DataFrame())
-    gaps = (sort_cells(aggregate_seeds(gap_pairs, keys, ["f1_macro"]), keys)
-            if len(gap_pairs) else pd.DataFrame())
+    g["main"] = aggregate_seeds(per_run, KEYS, ["accuracy", *METRICS, *per_class, "rare_recall"])
+    g["pairs"], gap_pairs = imbalance_pairs(per_run, BASELINE), transfer_pairs(per_run)
+    g["effects"] = (runs.sort_frame(aggregate_seeds(g["pairs"], KEYS, ["f1_macro", "rare_recall"]), KEYS)
+                    if len(g["pairs"]) else pd.DataFrame())
+    g["gaps"] = (runs.sort_frame(aggregate_seeds(gap_pairs, KEYS, ["f1_macro"]), KEYS)
+                 if len(gap_pairs) else pd.DataFrame())
+    return g
 
-    fig_dir = output_dir / FIGURES
-    shutil.rmtree(fig_dir, ignore_errors=True)  # the report's own figures only: none of an earlier grid stays
-    fig_dir.mkdir(parents=True)
+
+def write_figures(output_dir, g):
+    """report_figures/imbalance_effects.png when there are pairs; any other file there (of an earlier grid)
+    is removed. Returns the figure's path (linked only when it exists)."""
+    fig_dir = Path(output_dir) / FIGURES
+    fig_dir.mkdir(parents=True, exist_ok=True)
     figure = fig_dir / "imbalance_effects.png"
-    if len(pairs):
-        plot_imbalance_effects(pairs, rarest, figure)
+    written = set()
+    if len(g["pairs"]):
+        plot_imbalance_effects(g["pairs"], g["rarest"], figure)
+        written.add(figure)
+    for path in fig_dir.iterdir():  # the report's own figures only; hidden names are others' temporaries
+        if path not in written and path.is_file() and not path.name.startswith("."):
+            path.unlink()
+    return figure
 
+
+def header_lines(data_dir, g):
+    """Title, the synthetic-data warning where it applies, and what the report was built from."""
+    manifests, per_run = g["manifests"], g["per_run"]
     synthetic = [s for s, m in manifests.items() if is_synthetic(m, load_summary(data_dir, s))]
     seeds = sorted(set(per_run["seed"]))
     lines = ["# SAR ship classification: imbalance and cross-dataset generalisation", ""]
@@ -571,45 +422,68 @@ def build_report(output_dir, data_dir, exp_dir):
                    "the numbers below test the pipeline and say nothing about real SAR ships."), ""]
     elif not manifests:
         lines += [f"> No manifests under `{data_dir}`: whether the data is real or synthetic is unknown.", ""]
-    lines += [(f"Generated by `report.py` from {len(runs)} finished runs under `runs/`: training sets "
-              f"{', '.join(sorted(set(per_run['train_set']), key=_set_key))}; models "
-              f"{', '.join(sorted(set(per_run['model']), key=_model_key))}; imbalance strategies "
-              f"{', '.join(sorted(set(per_run['imbalance']), key=_imbalance_key))}; seeds "
-              f"{', '.join(map(str, seeds))}{' (single seed)' if len(seeds) == 1 else ''}."), ""]
-    lines += section_data(manifests, counts, rarest)
-    lines += section_main(main, floors, classes)
-    lines += section_published(per_run, floors)
-    lines += section_imbalance(per_run, pairs, effects, rarest, figure, output_dir)
-    lines += section_transfer(output_dir, per_run, gaps)
-    lines += section_gradcam(exp_dir, output_dir)
-    lines += section_hardware(runs)
+    return lines + [(f"Generated by `report.py` from {len(g['found'])} finished runs under `runs/`: training "
+                     f"sets {', '.join(ordered(per_run['train_set'], SETS))}; models "
+                     f"{', '.join(ordered(per_run['model'], MODEL_NAMES))}; imbalance strategies "
+                     f"{', '.join(ordered(per_run['imbalance'], IMBALANCE))}; seeds "
+                     f"{', '.join(map(str, seeds))}{' (single seed)' if len(seeds) == 1 else ''}."), ""]
 
-    main.to_csv(output_dir / MAIN_CSV, index=False)
-    tables = [t.assign(kind=kind) for t, kind in ((effects, f"imbalance_vs_{BASELINE}"),
-                                                   (gaps, "transfer_vs_own")) if len(t)]
-    (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()).to_csv(output_dir / EFFECTS_CSV,
-                                                                                 index=False)
-    report = output_dir / "report.md"
-    tmp = report.with_name(f".report.md.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, report)  # readers see the old report or the new one, never half of one
+
+def write_tables(output_dir, g):
+    """report_main_table.csv and report_effects.csv (the imbalance effects and transfer gaps, by `kind`)."""
+    main = g["main"]
+    runs.write_atomic(Path(output_dir) / MAIN_CSV, lambda tmp: main.to_csv(tmp, index=False))
+    tables = [t.assign(kind=kind) for t, kind in ((g["effects"], f"imbalance_vs_{BASELINE}"),
+                                                   (g["gaps"], "transfer_vs_own")) if len(t)]
+    effects = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    runs.write_atomic(Path(output_dir) / EFFECTS_CSV, lambda tmp: effects.to_csv(tmp, index=False))
+
+
+def build_report(output_dir, data_dir, exp_dir=None):
+    """Write report.md, report_main_table.csv, report_effects.csv and report_figures/ into output_dir from
+    the finished cells under output_dir/runs, the manifests under data_dir and the Grad-CAM results under
+    exp_dir (None: output_dir/Exp_images). Returns the path of report.md."""
+    output_dir, data_dir = Path(output_dir), Path(data_dir)
+    exp_dir = Path(exp_dir) if exp_dir is not None else output_dir / runs.EXP_IMAGES
+    g = gather(output_dir, data_dir)
+    figure = write_figures(output_dir, g)
+    lines = header_lines(data_dir, g)
+    lines += section_data(g["manifests"], g["counts"], g["rarest"])
+    lines += section_main(g["main"], g["floors"], g["classes"])
+    lines += section_published(g["per_run"], g["floors"])
+    lines += section_imbalance(g["per_run"], g["pairs"], g["effects"], g["rarest"], figure, output_dir)
+    lines += section_transfer(output_dir, g["per_run"], g["gaps"])
+    lines += section_gradcam(exp_dir, output_dir)
+    lines += section_hardware(g["found"])
+    write_tables(output_dir, g)
+    report = output_dir / REPORT
+    runs.write_text_atomic(report, "\n".join(lines).rstrip() + "\n")  # the old report or the new one
     return report
 
 
-def get_args_parser():
+def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description="Write report.md from a finished grid's records",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--output-dir", default=".",
-                        help="the grid's output folder (holds runs/); the report is written there")
-    parser.add_argument("--data-dir", default="data/prepared", help="the prepared sets (their manifest.csv)")
-    parser.add_argument("--exp-dir", default="Exp_images", help="grad_cams.py's output folder")
+                                     add_help=add_help, formatter_class=HelpFormatter)
+    add_shared(parser, "output_dir", "data_dir")
+    parser.add_argument("--exp-dir", default=None,
+                        help=f"grad_cams.py's output folder, read by the Grad-CAM section (default: "
+                             f"<output-dir>/{runs.EXP_IMAGES})")
     return parser
 
 
+def clean_stale(output_dir):
+    """Remove what killed runs left in the grid folder (a folder that cannot be cleaned is left as it is)."""
+    try:
+        runs.clean_stale(output_dir)
+    except OSError as err:
+        print(f"report.py: could not remove stale temporaries under {output_dir} ({err})")
+
+
 def main(args):
+    clean_stale(args.output_dir)
     try:
         path = build_report(args.output_dir, args.data_dir, args.exp_dir)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, runs.RecordError) as e:
         raise SystemExit(f"report.py: {e}") from None
     print(f"wrote {path}")
     return path

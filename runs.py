@@ -31,6 +31,7 @@ from sets import SETS, rank
 RUNS = "runs"
 RECORD = "record.json"
 CHECKPOINT = "checkpoint.pt"
+EXP_IMAGES = "Exp_images"  # grad_cams.py's output under the grid folder (the study's name), read by report.py
 SEED_DIR = re.compile(r"^seed(\d+)$")
 TEMP_SUFFIX = re.compile(r"-(?P<host>[^/]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 # The order every table, figure and report lists cells in: sets and models as the study presents them.
@@ -66,6 +67,10 @@ def read_record(folder):
 
 def sort_key(record):
     """Grid order of a record: training set, model, imbalance strategy, seed."""
+    missing = [k for k in ("train_set", "model", "imbalance", "seed") if k not in record]
+    if missing:
+        raise RecordError(f"a record.json under runs/ lacks {', '.join(missing)}: it was not written by "
+                          "test_models.py; delete its cell folder and rerun test_models.py")
     return (rank(record["train_set"], SETS), rank(record["model"], MODEL_NAMES),
             rank(record["imbalance"], IMBALANCE), record["seed"])
 
@@ -111,7 +116,7 @@ def write_atomic(path, write):
 
 
 def write_text_atomic(path, text):
-    write_atomic(path, lambda p: p.write_text(text))
+    write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def json_text(obj):

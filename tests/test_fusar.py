@@ -1,4 +1,4 @@
-"""FUSAR-Ship reader on fixtures written here in every layout the reader accepts (data-formats.md)."""
+"""FUSAR-Ship reader on fixtures in every layout the reader accepts (raw_fixtures.write_fusar; docs/data-formats.md)."""
 
 import io
 import zipfile
@@ -8,55 +8,17 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from raw_fixtures import CORRUPT, chip_pixels, write_fusar
 
 import dataset_prep
 import fusar
-from dataset_prep import open_tree
-
-# Category -> sub-category -> number of chips (FUSAR indices: C01 Cargo, C04 Fishing, C12 Tanker, ...).
-SPEC = {"Cargo": {"BulkCarrier": 3, "ContainerShip": 2}, "Fishing": {"Fishing": 2}, "Tanker": {"Tanker": 2},
-        "Tug": {"Tug": 1}, "Other": {"Other": 1}, "Dredger": {"Dredger": 1}}
-INDEX = {c: i + 1 for i, c in enumerate(fusar.CATEGORIES)}
-CORRUPT = "Ship_C01S01N0099"  # garbage bytes in Cargo/BulkCarrier
-CHANNEL_AXIS = "Ship_C04S01N0002"  # a (H, W, 1) TIFF in Fishing
-META_COLUMNS = ("id", "mmsi", "length", "width", "polarMode", "centerLookAngle", "heightspace", "widthspace", "path")
-
-
-def chip_pixels(stem):
-    rng = np.random.default_rng([ord(ch) for ch in stem])  # distinct, reproducible content per chip
-    return rng.integers(0, 256, size=(20, 24), dtype=np.uint8)
-
-
-def write_fusar(root, layout="nested", sep="\t", meta=True, id_style="stem"):
-    """A small FUSAR-Ship copy under `root`; returns {stem: class} of the chips that decode."""
-    rows, classes = [], {}
-    for cat, subs in SPEC.items():
-        for s, (sub, n) in enumerate(subs.items(), start=1):
-            folder = root / cat / sub if layout == "nested" else root / cat if layout == "flat" else root
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(1, n + 1):
-                stem = f"Ship_C{INDEX[cat]:02d}S{s:02d}N{k:04d}"
-                if stem == CHANNEL_AXIS:
-                    tifffile.imwrite(folder / f"{stem}.tiff", chip_pixels(stem)[..., None], photometric="minisblack")
-                else:
-                    Image.fromarray(chip_pixels(stem)).save(folder / f"{stem}.tiff")
-                classes[stem] = cat
-                path = f"{cat}\\{sub}" if id_style == "stem" else f"{cat}\\{sub}\\{stem}.tiff"
-                rows.append({"id": stem if id_style == "stem" else str(len(rows) + 1), "mmsi": str(412000000 + len(rows)),
-                             "length": "120", "width": "20.5", "polarMode": "DH", "centerLookAngle": "30",
-                             "heightspace": "1.124", "widthspace": "1.7", "path": path})
-    bulk = root / "Cargo" / "BulkCarrier" if layout == "nested" else root / "Cargo" if layout == "flat" else root
-    (bulk / f"{CORRUPT}.tiff").write_bytes(b"II*\x00 this is not a tiff")
-    if meta:
-        lines = [sep.join(META_COLUMNS)] + [sep.join(r[c] for c in META_COLUMNS) for r in rows]
-        (root / "meta.csv").write_text("\n".join(lines) + "\n")
-    return classes
+from archives import open_tree
 
 
 def read(tree, forced=True):
     roots = fusar.find_roots(tree, forced=forced)
     assert len(roots) == 1
-    chips, skips, notes = fusar.list_chips(roots[0])
+    chips, skips, notes = fusar.root_chips(roots[0])
     images, errors = {}, {}
     for c in chips:
         try:
@@ -133,7 +95,7 @@ def test_meta_xls_needs_xlrd(tmp_path):
     (tmp_path / "fusar" / "meta.xls").write_bytes(b"\xd0\xcf\x11\xe0 not really a sheet")
     root = fusar.find_roots(open_tree(tmp_path / "fusar"), forced=True)[0]
     with pytest.raises(fusar.MetaError, match="pip install xlrd"):
-        fusar.list_chips(root)
+        fusar.root_chips(root)
 
 
 def test_decode_handles_channel_axes_rgb_and_refuses_16_bit():

@@ -5,6 +5,9 @@ ResNet layer4 2x2, VGG conv5_3 4x4, cnn 16x16) on a tiny FUSAR-like set, and the
 OpenSARShip-like set, then explains both sets.
 """
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -16,7 +19,9 @@ from tiny_data import write_tiny_prepared
 import data
 import grad_cams
 import models
+import ship_regions
 import test_models
+from sets import manifest_frame
 
 PER_CLASS = 2
 IMG_SIZE = 64
@@ -30,9 +35,11 @@ def _train(root, datasets, model_names):
     test_models.main(args)
 
 
-def _cam_args(root, exp_dir, *extra):
+def _cam_args(root, exp_dir=None, *extra):
+    """grad_cams.py's arguments for the grid in `root`; exp_dir None: its default, <root>/Exp_images."""
+    exp = [] if exp_dir is None else ["--exp-dir", str(exp_dir)]
     return grad_cams.get_args_parser().parse_args([
-        "--run-dir", str(root), "--data-dir", str(root / "prepared"), "--exp-dir", str(exp_dir),
+        "--output-dir", str(root), "--data-dir", str(root / "prepared"), *exp,
         "--per-class", str(PER_CLASS), "--figure-per-class", "1", "--device", "cpu", *extra])
 
 
@@ -42,7 +49,7 @@ def grid(tmp_path_factory):
     write_tiny_prepared(root / "prepared", sets=("fusar", "opensarship"))
     _train(root, "fusar", models.MODEL_NAMES)
     _train(root, "opensarship", ["cnn"])
-    result = grad_cams.main(_cam_args(root, root / "Exp_images"))
+    result = grad_cams.main(_cam_args(root))  # writes <root>/Exp_images
     return root, result
 
 
@@ -101,7 +108,7 @@ def test_same_chips_across_models_and_reruns(grid, tmp_path):
         assert (tmp_path / "again/fusar/cnn" / name).read_bytes() == \
             (root / "Exp_images/fusar/cnn" / name).read_bytes()
     # the selection depends on the manifest's content only, not on its row order
-    manifest = grad_cams.read_manifest(root / "prepared" / "fusar")
+    manifest = manifest_frame(root / "prepared" / "fusar")
     shuffled = manifest.sample(frac=1.0, random_state=3)
     a, _ = grad_cams.select_chips(manifest, PER_CLASS, seed=0)
     b, _ = grad_cams.select_chips(shuffled, PER_CLASS, seed=0)
@@ -116,16 +123,16 @@ def test_same_chips_across_models_and_reruns(grid, tmp_path):
 def test_on_ship_scores():
     region = np.zeros((8, 8), bool)
     region[2:4, 1:6] = True                                    # 10 of 64 pixels
-    energy, peak, area = grad_cams.on_ship_scores(region.astype(float), region)
+    energy, peak, area = ship_regions.on_ship_scores(region.astype(float), region)
     assert (energy, peak, area) == (1.0, True, 10 / 64)
-    energy, _, area = grad_cams.on_ship_scores(np.full((8, 8), 0.3), region)
+    energy, _, area = ship_regions.on_ship_scores(np.full((8, 8), 0.3), region)
     assert energy == pytest.approx(10 / 64) and area == 10 / 64
     cam = np.zeros((8, 8))
     cam[0, 0], cam[2, 2] = 1.0, 3.0                            # 3 of 4 units on the ship, peak on it
-    assert grad_cams.on_ship_scores(cam, region)[:2] == (0.75, True)
+    assert ship_regions.on_ship_scores(cam, region)[:2] == (0.75, True)
     cam[0, 0] = 5.0
-    assert grad_cams.on_ship_scores(cam, region)[:2] == (3 / 8, False)
-    energy, peak, area = grad_cams.on_ship_scores(np.zeros((8, 8)), region)
+    assert ship_regions.on_ship_scores(cam, region)[:2] == (3 / 8, False)
+    energy, peak, area = ship_regions.on_ship_scores(np.zeros((8, 8)), region)
     assert np.isnan(energy) and np.isnan(peak) and area == 10 / 64
 
 
@@ -133,20 +140,20 @@ def test_regions_from_metadata_cover_the_exact_masks(grid):
     root, _ = grid
     for set_name, source in (("opensarship", "head_tail"), ("fusar", "centre_disc")):
         set_dir = root / "prepared" / set_name
-        for _, row in grad_cams.read_manifest(set_dir).iterrows():
-            exact, exact_source = grad_cams.native_region(row, set_dir)
+        for _, row in manifest_frame(set_dir).iterrows():
+            exact, exact_source = ship_regions.native_region(row, set_dir)
             assert exact_source == "mask"
-            estimate, got = grad_cams.native_region(row.drop("mask"), set_dir)
+            estimate, got = ship_regions.native_region(row.drop("mask"), set_dir)
             assert got == source
             inter = (exact & estimate).sum()
             assert inter / exact.sum() >= 0.95, row["path"]   # the ship lies inside the estimated region
             assert inter / estimate.sum() >= (0.45 if source == "head_tail" else 0.2), row["path"]
     # anisotropic SLC-like pixels (2.5 m rows, 10 m columns): a 100 m ship along the rows, 20 m wide
-    region = grad_cams.segment_region((80, 40), (20, 20), (60, 20), 20.0, (2.5, 10.0))
+    region = ship_regions.segment_region((80, 40), (20, 20), (60, 20), 20.0, (2.5, 10.0))
     assert region[40].sum() == 3 and region[:, 20].sum() == 49  # +-10 m: 3 columns, rows 16..64
-    disc = grad_cams.disc_region((41, 41), 40.0, (1.0, 2.0))
+    disc = ship_regions.disc_region((41, 41), 40.0, (1.0, 2.0))
     assert disc[20].sum() == 21 and disc[:, 20].sum() == 41    # radius 20 m: +-10 columns, +-20 rows
-    small = grad_cams.resize_region(np.pad(np.ones((1, 1), bool), 20), 8)
+    small = ship_regions.resize_region(np.pad(np.ones((1, 1), bool), 20), 8)
     assert small.sum() == 1                                     # a ship below half a pixel keeps one pixel
 
 
@@ -180,19 +187,19 @@ def test_frozen_models_get_gradients_at_their_target_layer(grid):
 
 def test_missing_checkpoint_grid_set_and_chips(grid, tmp_path, capsys):
     root, _ = grid
-    run_dir = tmp_path / "grid"
-    cnn = run_dir / "runs/fusar/cnn/none"
+    grid_dir = tmp_path / "grid"
+    cnn = grid_dir / "runs/fusar/cnn/none"
     cnn.mkdir(parents=True)
     os.symlink(root / "runs/fusar/cnn/none/seed0", cnn / "seed0")        # a finished cell
-    vgg = run_dir / "runs/fusar/vgg/none/seed0"
+    vgg = grid_dir / "runs/fusar/vgg/none/seed0"
     vgg.mkdir(parents=True)
     (vgg / "record.json").write_text("{}")                          # finished, but its checkpoint is gone
-    resnet = run_dir / "runs/fusar/resnet/none/seed0"
+    resnet = grid_dir / "runs/fusar/resnet/none/seed0"
     resnet.mkdir(parents=True)
     (resnet / "record.json").write_text("{}")
     (resnet / "checkpoint.pt").write_bytes(b"truncated")                 # a copy that was interrupted
     args = grad_cams.get_args_parser().parse_args([
-        "--run-dir", str(run_dir), "--data-dir", str(root / "prepared"), "--exp-dir", str(tmp_path / "exp"),
+        "--output-dir", str(grid_dir), "--data-dir", str(root / "prepared"), "--exp-dir", str(tmp_path / "exp"),
         "--datasets", "fusar,nowhere", "--models", "cnn,vgg,resnet,fine_vgg", "--per-class", "4",
         "--device", "cpu"])
     result = grad_cams.main(args)
@@ -208,7 +215,25 @@ def test_missing_checkpoint_grid_set_and_chips(grid, tmp_path, capsys):
     assert not (tmp_path / "exp/fusar/cnn/Fishing_hm3.png").exists()
 
     empty = grad_cams.main(grad_cams.get_args_parser().parse_args([
-        "--run-dir", str(tmp_path / "no_grid"), "--data-dir", str(root / "prepared"),
+        "--output-dir", str(tmp_path / "no_grid"), "--data-dir", str(root / "prepared"),
         "--exp-dir", str(tmp_path / "exp2"), "--device", "cpu"]))
     assert "no grid under" in capsys.readouterr().out
     assert len(empty["scores"]) == 0 and not (tmp_path / "exp2").exists()
+
+
+def test_command_line_and_stale_temporaries(tmp_path, capsys):
+    help_text = grad_cams.get_args_parser().format_help()
+    assert "--run-dir" not in help_text and "(default: None)" not in help_text
+    assert "(default: <output-dir>/Exp_images)" in " ".join(help_text.split())
+    args = grad_cams.get_args_parser().parse_args(["--output-dir", str(tmp_path), "--data-dir",
+                                                   str(tmp_path / "prepared"), "--device", "cpu"])
+    assert grad_cams.exp_dir_of(args) == tmp_path / "Exp_images"
+    # a chip PNG left half-written by a killed run of this host is removed at the start (runs.clean_stale)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    stale = tmp_path / "Exp_images/fusar/cnn" / f".Cargo_o0.png.tmp-{socket.gethostname()}-{dead}-0123abcd"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a png")
+    result = grad_cams.main(args)
+    assert not stale.exists() and len(result["scores"]) == 0
+    assert "no prepared sets under" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""OpenSARShip reader on the three real scene zips in shared/data/opensarship (1.0 GRD, 2.0 GRD, 2.0 SLC).
+"""OpenSARShip reader on the three real scene zips (raw_fixtures.ZIPS: 1.0 GRD, 2.0 GRD, 2.0 SLC).
 
 Expected counts are taken independently from each zip's listing, not from the reader.
 """
@@ -7,21 +7,12 @@ import re
 import shutil
 import zipfile
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-import pytest
+from raw_fixtures import DATA, GRD_V1, GRD_V2, SLC_V2, ZIPS, real
 
 import opensarship
-from dataset_prep import open_tree
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "opensarship"
-ZIPS = sorted(DATA.glob("*.zip")) if DATA.is_dir() else []
-real = pytest.mark.skipif(not ZIPS, reason=f"no real OpenSARShip scenes in {DATA}")
-
-GRD_V1 = "S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0"
-GRD_V2 = "S1A_IW_GRDH_1SDV_20150902T102505_20150902T102534_007535_00A699_2D00"
-SLC_V2 = "S1A_IW_SLC__1SDV_20160606T221231_20160606T221258_011596_011B8A_3FF3"
+from archives import open_tree
 
 
 def listing_counts(zip_path, pol="vv"):
@@ -35,7 +26,7 @@ def read_all(path, product="uint8", pol="co"):
     scenes = {}
     for ref in opensarship.find_scenes(open_tree(path)):
         with ref.open() as scene:
-            chips, skips = opensarship.list_chips(scene, product, pol)
+            chips, skips = opensarship.scene_chips(scene, product, pol)
             scenes[ref.name] = (scene.version, chips, skips, [opensarship.load_chip(scene, c) for c in chips])
     return scenes
 
@@ -67,7 +58,7 @@ def test_both_layout_versions_are_read():
 
 @real
 def test_ship_xml_join_gives_mmsi_and_head_tail_for_every_chip():
-    for version, chips, _, images in read_all(DATA).values():
+    for _, chips, _, images in read_all(DATA).values():
         for chip, img in zip(chips, images):
             assert chip["has_record"], chip["source"]
             assert re.fullmatch(r"\d{9}", chip["mmsi"]), chip["mmsi"]
@@ -165,5 +156,5 @@ def test_outer_zip_copies_and_extracted_folders_are_each_read_once(tmp_path):
     assert not v1_kept.is_copy
     for ref in kept:
         with ref.open() as scene:
-            chips, _ = opensarship.list_chips(scene)
+            chips, _ = opensarship.scene_chips(scene)
         assert len(chips) == sum(listing_counts(next(z for z in ZIPS if ref.name in z.name)).values())

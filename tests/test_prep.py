@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_fusar import write_fusar
-from test_opensarship import GRD_V1, ZIPS, real
+from raw_fixtures import GRD_V1, ZIPS, real, write_fusar
 
+import archives
 import dataset_prep
+import splits
+from readers import Chip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,16 +71,15 @@ def make_chips(seed=0, n_groups=300):
     for g in range(n_groups):
         cls = rng.choice(["Cargo", "Fishing", "Tanker"], p=[0.7, 0.1, 0.2])
         for _ in range(int(rng.integers(1, 4))):
-            chips.append({"dataset": "fusar" if g % 3 else "opensarship", "class": str(cls), "group": f"g{g}"})
+            chips.append(Chip(dataset="fusar" if g % 3 else "opensarship", cls=str(cls), group=f"g{g}"))
     # A ship whose chips carry two classes (its AIS type changed) and two datasets.
-    chips += [{"dataset": "fusar", "class": "Cargo", "group": "both"},
-              {"dataset": "opensarship", "class": "Tanker", "group": "both"}]
+    chips += [Chip(dataset="fusar", cls="Cargo", group="both"), Chip(dataset="opensarship", cls="Tanker", group="both")]
     return chips
 
 
 def test_split_is_grouped_stratified_and_seeded():
     chips = make_chips()
-    dataset_prep.split_groups(chips, 0.2, seed=42)
+    splits.split_groups(chips, 0.2, seed=42)
     sides = defaultdict(set)
     for c in chips:
         sides[c["group"]].add(c["split"])
@@ -88,26 +89,26 @@ def test_split_is_grouped_stratified_and_seeded():
     for cell, n in cells.items():
         assert abs(test[cell] - 0.2 * n) <= 3, (cell, test[cell], n)
     again = make_chips()
-    dataset_prep.split_groups(again, 0.2, seed=42)
+    splits.split_groups(again, 0.2, seed=42)
     assert [c["split"] for c in again] == [c["split"] for c in chips]
     other = make_chips()
-    dataset_prep.split_groups(other, 0.2, seed=7)
+    splits.split_groups(other, 0.2, seed=7)
     assert [c["split"] for c in other] != [c["split"] for c in chips]
 
 
 def test_small_classes_get_a_test_group_when_they_have_two():
-    chips = [{"dataset": "fusar", "class": "Tanker", "group": f"t{i}"} for i in range(2)] + \
-            [{"dataset": "fusar", "class": "Cargo", "group": f"c{i}"} for i in range(20)] + \
-            [{"dataset": "fusar", "class": "Tug", "group": "only"}] * 3
-    dataset_prep.split_groups(chips, 0.2, seed=1)
-    splits = Counter((c["class"], c["split"]) for c in chips)
-    assert splits[("Tanker", "test")] == 1 and splits[("Tanker", "train")] == 1
-    assert splits[("Cargo", "test")] == 4 and splits[("Tug", "train")] == 3
+    chips = [Chip(dataset="fusar", cls="Tanker", group=f"t{i}") for i in range(2)] + \
+            [Chip(dataset="fusar", cls="Cargo", group=f"c{i}") for i in range(20)] + \
+            [Chip(dataset="fusar", cls="Tug", group="only")] * 3
+    splits.split_groups(chips, 0.2, seed=1)
+    per_split = Counter((c["class"], c["split"]) for c in chips)
+    assert per_split[("Tanker", "test")] == 1 and per_split[("Tanker", "train")] == 1
+    assert per_split[("Cargo", "test")] == 4 and per_split[("Tug", "train")] == 3
 
 
 def osc(scene, x, pol, mmsi="", latlon=None):
-    return {"dataset": "opensarship", "class": "Cargo", "name": f"{scene}_x{x}_{pol}", "mmsi": mmsi,
-            "acquisition": scene.split("/")[0], "position": f"{scene}:x{x}", "latlon": latlon}
+    return Chip(dataset="opensarship", cls="Cargo", name=f"{scene}_x{x}_{pol}", mmsi=mmsi,
+                acquisition=scene.split("/")[0], position=f"{scene}:x{x}", latlon=latlon)
 
 
 def test_groups_join_polarisations_products_and_mmsi():
@@ -116,13 +117,13 @@ def test_groups_join_polarisations_products_and_mmsi():
              osc("A/SLC", 7, "vv", latlon=(30.001, 120.001)),  # the same ship, 140 m away, in the SLC product
              osc("A/SLC", 8, "vv", latlon=(30.1, 120.0)),  # another ship, 11 km away
              osc("B/GRD", 3, "vv")]
-    dataset_prep.assign_groups(chips, "mmsi")
+    splits.assign_groups(chips, "mmsi")
     g = [c["group"] for c in chips]
     assert g[0] == g[1] == g[2] == "mmsi:111"
     assert g[3] == g[4] == g[5] and g[6] != g[3] and g[7] == "pos:B/GRD:x3"
-    dataset_prep.assign_groups(chips, "scene")
+    splits.assign_groups(chips, "scene")
     assert {c["group"] for c in chips} == {"scene:A", "scene:B"}
-    dataset_prep.assign_groups(chips, "none")
+    splits.assign_groups(chips, "none")
     assert len({c["group"] for c in chips}) == len(chips)
 
 
@@ -207,7 +208,7 @@ def test_rar_without_a_tool_names_what_to_install(tmp_path, monkeypatch):
     raw = tmp_path / "raw" / "opensarship"
     raw.mkdir(parents=True)
     (raw / f"{GRD_V1}.rar").write_bytes(b"Rar!\x1a\x07\x00 not a real archive")
-    monkeypatch.setattr(dataset_prep.shutil, "which", lambda name: None)
+    monkeypatch.setattr(archives.shutil, "which", lambda name: None)
     monkeypatch.setitem(sys.modules, "rarfile", None)  # import rarfile raises ImportError
     with pytest.raises(SystemExit, match=r"unrar.*unar.*7-Zip.*bsdtar"):
         run(["--raw-dir", tmp_path / "raw", "--output-dir", tmp_path / "out"])
@@ -284,7 +285,7 @@ def test_synthetic_demo_sets_groups_union_masks(tmp_path, monkeypatch, capsys):
 def test_rar_scene_read_through_a_tool_and_climbing_member_refused(tmp_path, monkeypatch):
     # bsdtar reads any archive format, so a tar named .rar exercises the rar path (listing, checking, extracting).
     real_which = shutil.which
-    monkeypatch.setattr(dataset_prep.shutil, "which", lambda n: real_which(n) if n == "bsdtar" else None)
+    monkeypatch.setattr(archives.shutil, "which", lambda n: real_which(n) if n == "bsdtar" else None)
     chip = io.BytesIO()
     Image.fromarray(np.full((9, 9), 7, np.uint8)).save(chip, format="TIFF")
     raw = tmp_path / "raw" / "opensarship"

@@ -11,6 +11,9 @@ follows one class.
 import math
 import re
 import shutil
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -21,7 +24,9 @@ from tiny_data import CLASSES, write_tiny_prepared
 
 import grad_cams
 import report
+import seed_stats
 import test_models
+from runs import find_records
 
 TRAIN_COUNTS = {"Cargo": 8, "Fishing": 5, "Tanker": 3}  # Tanker alone is the rarest training class
 TEST_COUNTS = {"Cargo": 6, "Fishing": 3, "Tanker": 3}
@@ -40,19 +45,26 @@ def grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_grid")
     data = write_tiny_prepared(root / "prepared", sets=("fusar", "opensarship"),
                                counts={"train": TRAIN_COUNTS, "test": TEST_COUNTS})
-    out, exp = root / "out", root / "Exp_images"
+    out = root / "out"
+    exp = out / "Exp_images"  # where grad_cams.py writes and report.py reads by default
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread beats several fighting over a few shared cores
     try:
         test_models.main(_grid_args(data, out, "--datasets", "fusar", "--seeds", "0,1",
                                     "--imbalance", "none,weighted"))
         grad_cams.main(grad_cams.get_args_parser().parse_args(
-            ["--run-dir", str(out), "--data-dir", str(data), "--exp-dir", str(exp), "--models", "cnn",
+            ["--output-dir", str(out), "--data-dir", str(data), "--models", "cnn",
              "--per-class", "2", "--figure-per-class", "1", "--device", "cpu"]))
     finally:
         torch.set_num_threads(threads)
-    path = report.build_report(out, data, exp)
+    path = _report(out, data)
     return {"data": data, "out": out, "exp": exp, "report": path, "text": path.read_text()}
+
+
+def _report(out, data, *extra):
+    """report.py on the grid in `out`, as its command line runs it; returns the path of report.md."""
+    return report.main(report.get_args_parser().parse_args(
+        ["--output-dir", str(out), "--data-dir", str(data), *extra]))
 
 
 def _sklearn_scores(predictions):
@@ -144,7 +156,7 @@ def test_report_sections_come_from_the_records(grid):
     assert _md_row(text, ["mixed", "published, all Cargo"])[3:5] == ["71.92", "60.18"]
     assert _md_row(text, ["fusar", "ours, `fine_vgg`"])[2] == "no run"
     assert "inverted" in text or "wrong way round" in text
-    records = [rec for _, rec in report.load_runs(grid["out"])]
+    records = [rec for _, rec in find_records(grid["out"])]
     cells = _md_row(text, ["fusar", "cnn", "4"])
     assert cells[3] == f"{sum(r['train_seconds'] for r in records):.1f}"
     assert cells[4] == f"{sum(r['eval_seconds'] for r in records):.1f}"
@@ -160,7 +172,7 @@ def test_single_seed_grid_shows_no_spread(grid, tmp_path):
     for seed0 in (grid["out"] / "runs").glob("*/*/*/seed0"):
         shutil.copytree(seed0, out / seed0.relative_to(grid["out"]))
     test_models.main(_grid_args(grid["data"], out, "--aggregate-only"))
-    text = report.build_report(out, grid["data"], grid["exp"]).read_text()
+    text = _report(out, grid["data"], "--exp-dir", str(grid["exp"])).read_text()
     assert "±" not in text
     assert "seeds 0 (single seed)" in text and "Single seed: every number is one run's result" in text
     assert _md_row(text, ["fusar", "fusar", "cnn", "none"])[4] == "1 (single seed)"
@@ -173,16 +185,16 @@ def test_single_seed_grid_shows_no_spread(grid, tmp_path):
 def test_aggregate_seeds_hand_made():
     runs = pd.DataFrame({"cell": ["a", "a", "a", "a", "b"], "seed": [0, 1, 2, 3, 0],
                          "x": [1.0, 2.0, 3.0, 4.0, 7.0], "y": [10.0, 10.0, 10.0, 13.0, 5.0]})
-    agg = report.aggregate_seeds(runs, ["cell"], ["x", "y"]).set_index("cell")
+    agg = seed_stats.aggregate_seeds(runs, ["cell"], ["x", "y"]).set_index("cell")
     assert agg.loc["a", "x_mean"] == 2.5 and agg.loc["a", "y_mean"] == 10.75
     # squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5, over n - 1 = 3
     assert agg.loc["a", "x_std"] == pytest.approx(math.sqrt(5 / 3))
     assert agg.loc["a", "y_std"] == pytest.approx(1.5)
     assert agg.loc["a", "n_seeds"] == 4 and agg.loc["a", "seeds"] == "0 1 2 3"
     assert agg.loc["b", "x_mean"] == 7.0 and np.isnan(agg.loc["b", "x_std"]) and agg.loc["b", "n_seeds"] == 1
-    assert report.fmt(agg.loc["a", "x_mean"], agg.loc["a", "x_std"], 4) == "2.5 ± 1.3"
-    assert report.fmt(agg.loc["b", "x_mean"], agg.loc["b", "x_std"], 1) == "7.0"
-    assert report.fmt(-0.04, 0.5, 2, signed=True) == "-0.0 ± 0.5" and report.fmt(math.nan) == "–"
+    assert seed_stats.fmt(agg.loc["a", "x_mean"], agg.loc["a", "x_std"], 4) == "2.5 ± 1.3"
+    assert seed_stats.fmt(agg.loc["b", "x_mean"], agg.loc["b", "x_std"], 1) == "7.0"
+    assert seed_stats.fmt(-0.04, 0.5, 2, signed=True) == "-0.0 ± 0.5" and seed_stats.fmt(math.nan) == "–"
 
 
 def test_pairs_use_only_seeds_both_runs_have():
@@ -191,9 +203,9 @@ def test_pairs_use_only_seeds_both_runs_have():
                          for s, v, r in [(0, 50.0, 10.0), (1, 60.0, 20.0), (2, 70.0, 30.0)]]
                         + [{**keys, "imbalance": "weighted", "seed": s, "f1_macro": v, "rare_recall": r}
                            for s, v, r in [(1, 65.0, 40.0), (2, 71.0, 30.0), (3, 99.0, 99.0)]])
-    pairs = report.imbalance_pairs(runs)
+    pairs = seed_stats.imbalance_pairs(runs, report.BASELINE)
     assert sorted(pairs["seed"]) == [1, 2]  # seed 0 has no weighted run, seed 3 no baseline
-    agg = report.aggregate_seeds(pairs, ["train_set", "test_set", "model", "imbalance"],
+    agg = seed_stats.aggregate_seeds(pairs, ["train_set", "test_set", "model", "imbalance"],
                                  ["f1_macro", "rare_recall"]).iloc[0]
     assert agg["f1_macro_mean"] == 3.0 and agg["f1_macro_std"] == pytest.approx(math.sqrt(8))  # diffs 5 and 1
     assert agg["rare_recall_mean"] == 10.0 and agg["n_seeds"] == 2
@@ -202,7 +214,7 @@ def test_pairs_use_only_seeds_both_runs_have():
             ("mixed", 5, 10.0)]  # mixed seed 5 has no run trained on opensarship: no pair
     cross = pd.DataFrame([{"train_set": tr, "test_set": "opensarship", "model": "cnn", "imbalance": "none",
                            "seed": s, "f1_macro": v} for tr, s, v in runs])
-    gaps = report.transfer_pairs(cross)
+    gaps = seed_stats.transfer_pairs(cross)
     assert set(zip(gaps["train_set"], gaps["seed"], gaps["f1_macro"])) == {("fusar", 0, -50.0),
                                                                            ("fusar", 1, -30.0)}
 
@@ -222,3 +234,17 @@ def test_synthetic_rule():
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no finished cells .* run python test_models.py first"):
         report.main(report.get_args_parser().parse_args(["--output-dir", str(tmp_path)]))
+
+
+def test_command_line_and_stale_temporaries(tmp_path):
+    help_text = report.get_args_parser().format_help()
+    assert "(default: None)" not in help_text and help_text.count("(default:") == 3  # --output/data/exp-dir
+    assert "<output-dir>/Exp_images" in help_text
+    # a temporary report left by a killed run of this host is removed at the start (runs.clean_stale)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    stale = tmp_path / f".report.md.tmp-{socket.gethostname()}-{dead}-0123abcd"
+    stale.write_text("half a report")
+    with pytest.raises(SystemExit):
+        report.main(report.get_args_parser().parse_args(["--output-dir", str(tmp_path)]))
+    assert not stale.exists()

@@ -1,4 +1,4 @@
-"""Tiny prepared sets in the exact layout dataset_prep.py writes (notes: INTERFACES.md, "Prepared splits").
+"""Tiny prepared sets in the exact layout dataset_prep.py writes (the contract in sets.py).
 
     from tiny_data import write_tiny_prepared
     data_dir = write_tiny_prepared(tmp_path / "prepared")      # fusar, opensarship, mixed
@@ -13,7 +13,6 @@ its length, width and brightness set by the class. FUSAR-like chips are 32-40 px
 Counts are unbalanced like the real data (Cargo the majority).
 """
 
-import csv
 import hashlib
 import json
 import math
@@ -22,13 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import sets
+
 CLASSES = ("Cargo", "Fishing", "Tanker")
 COUNTS = {"train": {"Cargo": 8, "Fishing": 4, "Tanker": 4}, "test": {"Cargo": 6, "Fishing": 3, "Tanker": 3}}
-MANIFEST_COLUMNS = (
-    "path", "dataset", "class", "split", "group", "source", "sha1", "scene", "mmsi", "pol", "product",
-    "chip_h", "chip_w", "ship_length_m", "ship_width_m", "spacing_row_m", "spacing_col_m",
-    "head_row", "head_col", "tail_row", "tail_col", "mask",
-)
 # (length, width as fractions of the chip side, peak brightness): what makes the classes learnable.
 _SHAPES = {"Cargo": (0.62, 0.16, 230), "Fishing": (0.28, 0.12, 190), "Tanker": (0.55, 0.26, 150)}
 _SIDES = {"fusar": (32, 40), "opensarship": (16, 28)}
@@ -74,7 +70,7 @@ def _dataset_rows(dataset, style, classes, counts, rng):
                 image, mask, head, tail, length, width = _chip(rng, side, cls)
                 name = f"{dataset}_{cls}_{split}{i:03d}.png"
                 mmsi = str(412000000 + len(out)) if style == "opensarship" else ""
-                row = dict.fromkeys(MANIFEST_COLUMNS, "")
+                row = dict.fromkeys(sets.MANIFEST_COLUMNS, "")
                 row.update(
                     path=f"{split}/{cls}/{name}", dataset=style, split=split,
                     group=mmsi or f"{dataset}-{cls}-{i}", source=f"tiny/{dataset}/{cls}/{name}",
@@ -104,10 +100,7 @@ def _write_set(set_dir, items, classes):
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(mask, mode="L").save(mask_path)
     rows = sorted((row for row, _, _ in items), key=lambda r: r["path"])
-    with open(set_dir / "manifest.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    sets.write_manifest(set_dir / sets.MANIFEST, rows)
     counts = {s: {c: sum(r["split"] == s and r["class"] == c for r in rows) for c in classes}
               for s in ("train", "test")}
     (set_dir / "summary.json").write_text(json.dumps({"counts": counts, "skipped": {}}, indent=2) + "\n")
