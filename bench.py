@@ -3,39 +3,45 @@
     python bench.py                         # synthetic data, CPU or GPU; about 5 min on a 2-core laptop CPU
     python bench.py --json                  # the same, and one JSON object as the last line of output
     python bench.py --data-dir data/prepared --img-size 128   # on prepared sets, another size
-    python bench.py --quick                 # tiny sizes, about 20 s (the test suite runs it)
+    python bench.py --quick                 # tiny sizes, under a minute (the test suite runs it)
 
 Without --data-dir it prepares a small synthetic set first (python dataset_prep.py --synthetic
 --synthetic-chips N into a temporary folder) and measures on its largest training split (mixed). It reports:
 (a) input pipeline, images/s at 224 px: the plain approach (torchvision ImageFolder, PIL decode, Resize 224,
     RandomHorizontalFlip, ToTensor, DataLoader with 2 workers), which decodes every PNG in every epoch,
     against this project's (data.load_split's decoded cache, data.Batches with batched flips on the device,
-    test_models.model_input: model-ready float tensors). Steady-state epochs, and the first epoch apart: the
-    plain approach's first epoch is like the others; ours decodes once and writes the cache (cold), or reads
-    it back (warm: every later cell and run).
-(b) training images/s of each model at --img-size (forward, backward, Adam step; batch --train-batch), the
-    frozen models also with cached features (steady state: the head alone; the one-time feature pass is given
-    as its own images/s). On CUDA: mixed precision (bfloat16 where supported) and channels-last, as
+    engine.model_input: model-ready float tensors). Steady-state epochs (medians), and the first epoch apart:
+    the plain approach's first epoch is like the others; ours decodes once and writes the cache (cold), or
+    reads it back (warm: every later cell and run).
+(b) training images/s of each model at --img-size: engine.train_one_epoch over --train-steps batches of
+    --train-batch (forward, backward, the fused Adam step of engine.make_optimizer), after one warm-up step;
+    the frozen models also with cached features (steady state: the head alone; the one-time feature pass is
+    given as its own images/s). On CUDA: mixed precision (bfloat16 where supported) and channels-last, as
     test_models.py trains, and ResNet50 once more in float32 and the default layout for comparison.
-(c) wall time of a --epochs training of fine_resnet and fine_vgg, cached against uncached (test_models.main
-    with and without --no-feature-cache, on --frozen-chips training chips of the set at --frozen-img-size;
-    the training time of the cell's record, which includes computing the cached features), and the largest
-    difference of the test probabilities the two give. The ideal ratio is epochs / views (5 at 10 epochs with
-    flip); the head's own steps pull it below, and the one-time feature pass (under torch.no_grad, about 20 %
-    faster per image on the CPU than the training forward) can push it above.
+(c) wall time of a --epochs training of fine_resnet and fine_vgg, cached against uncached (python
+    test_models.py in its own process, as users run it, with and without --no-feature-cache, on --frozen-chips
+    training chips of the set at --frozen-img-size; each cell's record's train_seconds, which includes
+    computing the cached features and leaves out the start-up), and the largest difference of the test
+    probabilities the two give. The ideal ratio is epochs / views (5 at 10 epochs with flip); the head's own
+    steps pull it below, and the one-time feature pass (under torch.no_grad, about 20 % faster per image on
+    the CPU than the training forward) can push it above.
 (d) peak memory: the process's resident set (resource.getrusage; the DataLoader workers' separately), after
-    each part, and on CUDA torch.cuda.max_memory_allocated per part.
+    each part, and on CUDA torch.cuda.max_memory_allocated per part; the peak resident set of each
+    test_models.py process of (c).
 
---weights none by default: no download, and the speed does not depend on the weight values. Timings on a
-shared machine vary from run to run by 10-30 % (more while other jobs use the CPU); rerun before trusting a
-small difference.
+Targets on a 2-core CPU (TARGETS): (a) steady-state speedup >= 10x, (c) slowest speedup >= 4x. Times are given
+to 4 significant digits, and speedups are the ratios of the times given. --weights none by default: no
+download, and the speed does not depend on the weight values. Timings on a shared machine vary
+from run to run by 10-30 % (more while other jobs use the CPU); rerun before trusting a small difference.
 """
 
 import argparse
 import contextlib
 import io
 import json
+import os
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -49,42 +55,45 @@ import torch
 from PIL import Image
 
 import data
+import engine
 import features
-import test_models as tm
+import runs
+import sets
+from cli import PREP_HINT, HelpFormatter, add_shared, comma_list, int_at_least
 from models import MODEL_NAMES, WEIGHT_CHOICES, build_model
 
 TARGETS = {"input_pipeline_speedup": 10.0, "frozen_training_speedup": 4.0}  # targets on a 2-core CPU
 FROZEN = ("fine_resnet", "fine_vgg")
 PIPELINE_SIZE = 224  # (a) is measured at the study's size
+LR = 0.001  # the study's Adam learning rate (test_models.py)
+ROOT = Path(__file__).resolve().parent  # the repository folder: dataset_prep.py and test_models.py run there
 
 
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description="Speed of the input pipeline, models and feature cache",
-                                     add_help=add_help,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-dir", default=None,
-                        help="prepared sets to measure on (default: a synthetic set prepared into a "
-                             "temporary folder); the largest training split is used (mixed if present)")
-    parser.add_argument("--synthetic-chips", type=int, default=100,
-                        help="--synthetic-chips for dataset_prep.py when no --data-dir is given")
-    parser.add_argument("--img-size", type=int, default=None, help="size of (b) (default 224; --quick 32)")
-    parser.add_argument("--frozen-img-size", type=int, default=None, help="size of (c) (default: --img-size)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs of (c) (default 10; --quick 2)")
-    parser.add_argument("--frozen-chips", type=int, default=None,
-                        help="training chips of (c) (default 32 on the CPU, 512 on CUDA; --quick 8)")
-    parser.add_argument("--train-batch", type=int, default=None,
-                        help="batch of (b) (default 4 on the CPU, 64 on CUDA)")
-    parser.add_argument("--train-steps", type=int, default=None,
-                        help="timed steps of (b) after one warm-up step (default 2 on the CPU, 10 on CUDA)")
-    parser.add_argument("--pipeline-epochs", type=int, default=None,
-                        help="epochs of each input pipeline in (a) (default 3; --quick 2)")
-    parser.add_argument("--models", type=tm._comma_list(MODEL_NAMES), default=list(MODEL_NAMES),
-                        help="models of (b)")
-    parser.add_argument("--weights", default="none", choices=WEIGHT_CHOICES,
-                        help="none: offline, and the speed does not depend on the weight values")
-    parser.add_argument("--device", default="auto", choices=tm.DEVICE_CHOICES)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, for the test suite")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with every result last")
+                                     add_help=add_help, formatter_class=HelpFormatter)
+    add, positive = parser.add_argument, int_at_least(1)
+    add("--data-dir", help="prepared sets to measure on (default: a synthetic set prepared into a temporary "
+                           "folder); the set with the most training chips is used (mixed on a tie)")
+    add("--synthetic-chips", type=positive, default=100,
+        help="--synthetic-chips of dataset_prep.py when no --data-dir is given")
+    add("--img-size", type=positive, help="size of (b) (default 224; --quick 32)")
+    add("--frozen-img-size", type=positive, help="size of (c) (default: --img-size)")
+    add("--epochs", type=positive, help="epochs of (c) (default 10; --quick 2)")
+    add("--frozen-chips", type=int_at_least(2),
+        help="training chips of (c) (default 32 on the CPU, 512 on CUDA; --quick 8)")
+    add("--train-batch", type=int_at_least(2), help="batch of (b) (default 4 on the CPU, 64 on CUDA)")
+    add("--train-steps", type=positive,
+        help="timed steps of (b) after one warm-up step (default 2 on the CPU, 10 on CUDA; --quick 1)")
+    add("--pipeline-epochs", type=positive,
+        help="epochs of the plain input pipeline in (a); ours runs ten times as many (default 3; --quick 2)")
+    add("--models", type=comma_list(MODEL_NAMES, what="model"), default=list(MODEL_NAMES),
+        help="models of (b), comma-separated")
+    add("--weights", default="none", choices=WEIGHT_CHOICES,
+        help="start of the VGG/ResNet backbones; none: offline, and the speed does not depend on the weights")
+    add_shared(parser, "device")
+    add("--quick", action="store_true", help="tiny sizes: seconds, for the test suite")
+    add("--json", action="store_true", help="print one JSON object with every result last")
     return parser
 
 
@@ -99,8 +108,7 @@ def resolve(args, device):
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.frozen_img_size is None:
-        args.frozen_img_size = args.img_size
+    args.frozen_img_size = args.frozen_img_size or args.img_size
     return args
 
 
@@ -110,6 +118,11 @@ def resolve(args, device):
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def sig(seconds, digits=4):
+    """A time rounded to `digits` significant digits: what is reported, and what the ratios are taken of."""
+    return float(f"{seconds:.{digits}g}")
 
 
 def peak_memory(device):
@@ -122,32 +135,37 @@ def peak_memory(device):
     return {k: round(v, 1) for k, v in out.items()}
 
 
-def prepare_synthetic(work, chips):
-    """python dataset_prep.py --synthetic into `work`; returns the prepared folder."""
-    out = work / "prepared"
-    cmd = [sys.executable, str(Path(__file__).resolve().parent / "dataset_prep.py"), "--synthetic",
-           "--synthetic-chips", str(chips), "--raw-dir", str(work / "raw"), "--output-dir", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"preparing the synthetic set failed ({' '.join(cmd)}):\n{done.stdout}{done.stderr}")
-    return out
+def run_script(args, log):
+    """python <args> in the repository folder, as a user runs it, with this process's torch thread count; its
+    output goes to `log`. Returns its peak resident set in MB: its VmHWM, read while it runs (its ru_maxrss
+    would start from this process's resident set, which it had before exec)."""
+    cmd, peak = [sys.executable, *args], 0
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())))
+        while proc.poll() is None:  # unreaped, the pid is not reused
+            with contextlib.suppress(OSError, IndexError, ValueError):  # gone, or exited (no VmHWM)
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                peak = max(peak, int(status.split("VmHWM:")[1].split()[0]))  # KB
+            time.sleep(0.1)
+    if proc.returncode != 0:
+        raise SystemExit(f"{shlex.join(cmd)} failed (exit status {proc.returncode}):\n{log.read_text()[-5000:]}")
+    return round(peak / 1024, 1)
 
 
 def pick_set(data_dir):
     """The prepared set with the most training chips (mixed, when both datasets are there)."""
-    sizes = {}
-    for manifest in Path(data_dir).glob("*/manifest.csv"):
-        rows = data.read_manifest(manifest.parent)
-        sizes[manifest.parent.name] = sum(row["split"] == "train" for row in rows)
-    if not sizes:
-        raise SystemExit(f"nothing is prepared under {data_dir} (no <set>/manifest.csv): run python "
-                         "dataset_prep.py, or leave out --data-dir to measure on a synthetic set")
-    return max(sizes, key=lambda s: (sizes[s], s == "mixed"))
+    names = sets.prepared_sets(data_dir)
+    if not names:
+        raise SystemExit(f"nothing is prepared under {data_dir} (no <set>/{sets.MANIFEST}): {PREP_HINT}; or "
+                         "leave out --data-dir to measure on a synthetic set")
+    train = {s: sum(row["split"] == "train" for row in sets.read_manifest(Path(data_dir) / s)) for s in names}
+    return max(names, key=lambda s: (train[s], s == sets.MIXED))
 
 
 def subset_set(src, dst, n_train, n_test):
     """A prepared set of n_train training and n_test test chips of `src` (classes in turn), copied to dst."""
-    rows = data.read_manifest(src)
+    rows = sets.read_manifest(src)
     chosen = []
     for split, n in (("train", n_train), ("test", n_test)):
         by_class = {}
@@ -155,13 +173,14 @@ def subset_set(src, dst, n_train, n_test):
             if row["split"] == split:
                 by_class.setdefault(row["class"], []).append(row)
         turns = [r for group in zip(*by_class.values()) for r in group]  # classes in turn
-        rest = [r for r in rows if r["split"] == split and r not in turns]
+        taken = {id(r) for r in turns}
+        rest = [r for r in rows if r["split"] == split and id(r) not in taken]
         chosen += (turns + rest)[:n]
     chosen.sort(key=lambda r: r["path"])
     for row in chosen:
         (dst / row["path"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / row["path"], dst / row["path"])
-    pd.DataFrame(chosen, columns=list(rows[0])).to_csv(dst / "manifest.csv", index=False, lineterminator="\n")
+    sets.write_manifest(dst / sets.MANIFEST, chosen)
     return dst
 
 
@@ -205,9 +224,9 @@ def our_pipeline(set_dir, size, epochs, device, batch_size=64):
         if device.type == "cuda":
             images, labels = images.pin_memory(), labels.pin_memory()
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        batches = data.Batches(images, labels, batch_size, shuffle=True,
-                               generator=torch.Generator().manual_seed(0), augment="flip",
-                               aug_generator=torch.Generator().manual_seed(1))
+        order, aug = engine.cell_generators(0)
+        batches = data.Batches(images, labels, batch_size, shuffle=True, generator=order, augment="flip",
+                               aug_generator=aug)
         run_epoch(batches, device)
         return time.perf_counter() - start, batches, arrays
 
@@ -225,25 +244,27 @@ def our_pipeline(set_dir, size, epochs, device, batch_size=64):
 
 
 def run_epoch(batches, device):
-    for x, y in batches:
-        x = tm.model_input(x, device)  # (B, 1, S, S) float in [0, 1]
+    for x, _ in batches:
+        x = engine.model_input(x, device)  # (B, 1, S, S) float in [0, 1]
     sync(device)
 
 
 def bench_pipeline(set_dir, epochs, device):
     plain, n = plain_pipeline(set_dir, PIPELINE_SIZE, epochs, device)
-    # the DataLoader workers are the only children so far (later ones, e.g. platform's uname, would be
-    # counted too); a forked worker's resident set includes the pages it shares with this process
+    # the largest child so far: the DataLoader workers (or dataset_prep.py, run earlier from a smaller process);
+    # a forked worker's resident set includes the pages it shares with this process
     workers_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     # ours: steady epochs take milliseconds; ten times as many. Medians: a shared machine's hiccups would
     # weigh on a mean
     cold, warm, steady, _ = our_pipeline(set_dir, PIPELINE_SIZE, 10 * epochs, device)
-    plain_steady = float(np.median(plain[1:])) if len(plain) > 1 else plain[0]
-    ours_steady = float(np.median(steady))
-    return {"chips": n, "img_size": PIPELINE_SIZE, "plain_epochs_s": [round(t, 4) for t in plain],
-            "plain_first_epoch_s": round(plain[0], 4), "plain_img_s": round(n / plain_steady, 1),
-            "ours_first_epoch_cold_s": round(cold, 4), "ours_first_epoch_warm_s": round(warm, 4),
-            "ours_steady_epoch_s": round(ours_steady, 5), "ours_img_s": round(n / ours_steady, 1),
+    plain, cold, warm = [sig(t) for t in plain], sig(cold), sig(warm)
+    plain_steady = sig(float(np.median(plain[1:]))) if len(plain) > 1 else plain[0]
+    ours_steady = sig(float(np.median(steady)))
+    return {"chips": n, "img_size": PIPELINE_SIZE, "plain_epochs_s": plain,
+            "plain_first_epoch_s": plain[0], "plain_steady_epoch_s": plain_steady,
+            "plain_img_s": round(n / plain_steady, 1),
+            "ours_first_epoch_cold_s": cold, "ours_first_epoch_warm_s": warm,
+            "ours_steady_epoch_s": ours_steady, "ours_img_s": round(n / ours_steady, 1),
             "speedup": round(plain_steady / ours_steady, 1),
             "speedup_first_epoch_cold": round(plain[0] / cold, 2),
             "speedup_first_epoch_warm": round(plain[0] / warm, 2),
@@ -254,54 +275,42 @@ def bench_pipeline(set_dir, epochs, device):
 # ------------------------------------------------------------------------------------------------------------
 # (b) training images/s
 
-def tiled(images, labels, n):
-    """n chips (the split repeated as needed) so every timed step has a full batch."""
+def train_speed(name, images, labels, num_classes, args, device, precision, cached, channels_last=True):
+    """Images/s of engine.train_one_epoch over args.train_steps batches of `name` (after one warm-up step);
+    with `cached`, of the head on cached features, and the images/s of computing those features."""
+    n = args.train_batch * args.train_steps  # the split repeated as needed: every timed step has a full batch
     reps = -(-n // len(labels))
-    return images.repeat(reps, 1, 1)[:n], labels.repeat(reps)[:n]
-
-
-def train_speed(name, images, labels, args, device, precision, cached, channels_last=True):
-    """Images/s of training steps of `name` (after one warm-up step); with `cached`, of the head on cached
-    features, and the images/s of computing those features."""
-    n = args.train_batch * (args.train_steps + 1)
-    images, labels = tiled(images, labels, n)
-    torch.manual_seed(0)
-    model = build_model(name, 3, args.weights)
-    if device.type == "cuda" and channels_last:
-        model = model.to(device, memory_format=torch.channels_last)
-    else:
-        model = model.to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
-    scaler = precision.scaler()
-    criterion = torch.nn.CrossEntropyLoss()
-    batches = data.Batches(images, labels, args.train_batch, shuffle=True,
-                           generator=torch.Generator().manual_seed(0), augment="flip",
-                           aug_generator=torch.Generator().manual_seed(1))
-    out = {}
-    net = model
+    images, labels = images.repeat(reps, 1, 1)[:n], labels.repeat(reps)[:n]
+    engine.seed_everything(0)
+    model = build_model(name, num_classes, args.weights)
+    cl = device.type == "cuda" and channels_last  # as test_models.py places a model
+    model = model.to(device, memory_format=torch.channels_last) if cl else model.to(device)
+    optimizer, scaler = engine.make_optimizer(model, LR), precision.scaler()
+    criterion, _ = engine.make_criterion("none", labels, num_classes)
+    order, aug = engine.cell_generators(0)
+    batches = data.Batches(images, labels, args.train_batch, shuffle=True, generator=order, augment="flip",
+                           aug_generator=aug)
+    out, net = {}, model
     if cached:
         cache = features.FeatureCache(device, precision, args.train_batch, verbose=False)
         start = time.perf_counter()
         net, batches = cache.wrap(model, batches, ("bench", "train"))
         sync(device)
-        out["features_img_s"] = round(data.NUM_VIEWS["flip"] * n / (time.perf_counter() - start), 1)
-        out["feature_dtype"] = cache.info[("bench", "train")]["dtype"]
-    net.train()
-    start = None
-    for step, (x, y) in enumerate(batches):
-        if step == 1:
-            sync(device)
-            start = time.perf_counter()  # after the warm-up step (allocations, cuDNN autotuning)
-        # model_input: channels-last on CUDA as test_models.py trains (cached features pass through)
-        x = tm.model_input(x, device) if channels_last else data.to_model_input(x)
-        with precision.autocast():
-            logits = net(x)
-        loss = criterion(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    sync(device)
+        seconds = time.perf_counter() - start
+        info = cache.info[("bench", "train")]
+        out["features_img_s"] = round(info["views"] * info["chips"] / seconds, 1)
+        out["feature_dtype"] = info["dtype"]
+    if not channels_last:  # float32 inputs in the default layout (engine.model_input passes floats through);
+        # converted ahead: a gather, flip and cast per batch, microseconds against a ResNet50 step
+        batches = [(engine.model_input(x, device).contiguous(), y) for x, y in batches]
+    # train_one_epoch's progress bar is not the benchmark's output
+    with contextlib.redirect_stderr(io.StringIO()):
+        # warm-up: allocations, cuDNN autotuning
+        engine.train_one_epoch(net, criterion, optimizer, scaler, [next(iter(batches))], device, precision, "")
+        sync(device)
+        start = time.perf_counter()
+        engine.train_one_epoch(net, criterion, optimizer, scaler, batches, device, precision, "")
+        sync(device)
     out["img_s"] = round(args.train_batch * args.train_steps / (time.perf_counter() - start), 1)
     return out
 
@@ -310,154 +319,162 @@ def bench_training(set_dir, args, device, precision):
     arrays = data.load_split(set_dir, "train", args.img_size, num_workers=2)
     images = torch.from_numpy(arrays.images).to(device)
     labels = torch.from_numpy(arrays.labels).to(device)
+    k = len(arrays.classes)
     rows = {}
     for name in args.models:
-        plain = train_speed(name, images, labels, args, device, precision, cached=False)
+        plain = train_speed(name, images, labels, k, args, device, precision, cached=False)
         row = {"uncached_img_s": plain["img_s"]}
         if name in FROZEN:
-            c = train_speed(name, images, labels, args, device, precision, cached=True)
+            c = train_speed(name, images, labels, k, args, device, precision, cached=True)
             row.update(cached_img_s=c["img_s"], features_img_s=c["features_img_s"],
                        feature_dtype=c["feature_dtype"])
         rows[name] = row
     if device.type == "cuda" and "resnet" in args.models:  # what mixed precision and channels-last buy
-        fp32 = tm.Precision("off", device)
-        rows["resnet"]["fp32_nchw_img_s"] = train_speed("resnet", images, labels, args, device, fp32,
+        fp32 = engine.Precision("off", device)
+        rows["resnet"]["fp32_nchw_img_s"] = train_speed("resnet", images, labels, k, args, device, fp32,
                                                         cached=False, channels_last=False)["img_s"]
     return rows
 
 
 # ------------------------------------------------------------------------------------------------------------
-# (c) frozen-model training through test_models.main
+# (c) frozen-model training: python test_models.py, cached and uncached
 
 def bench_frozen(set_dir, work, args, device):
-    n_test = max(3, args.frozen_chips // 4)
-    small = subset_set(set_dir, work / "frozen" / set_dir.name, args.frozen_chips, n_test)
+    small = subset_set(set_dir, work / "frozen" / set_dir.name, args.frozen_chips, max(3, args.frozen_chips // 4))
+    flags = ["test_models.py", "--data-dir", str(small.parent), "--datasets", small.name, "--test-sets",
+             small.name, "--models", ",".join(FROZEN), "--epochs", str(args.epochs), "--img-size",
+             str(args.frozen_img_size), "--weights", args.weights, "--device", device.type, "--num-workers", "2"]
+    found, rss = {}, {}
+    for mode, extra in (("cached", []), ("uncached", ["--no-feature-cache"])):
+        grid = work / f"frozen_runs_{mode}"
+        rss[mode] = run_script([*flags, *extra, "--output-dir", str(grid)], work / f"frozen_runs_{mode}.log")
+        # each cell's record, and its test probabilities: a row per chip path, a column per class
+        found[mode] = {record["model"]: (record, pd.read_csv(folder / f"predictions_{small.name}.csv")
+                                         .set_index("path").filter(like="prob_"))
+                       for folder, record in runs.find_records(grid)}
+        if sorted(found[mode]) != sorted(FROZEN):
+            raise RuntimeError(f"test_models.py wrote records of {sorted(found[mode])} under {grid}, not {FROZEN}")
     out = {}
     for name in FROZEN:
-        runs = {}
-        for cached in (True, False):
-            output = work / f"frozen_runs_{'cached' if cached else 'uncached'}"
-            flags = ["--data-dir", str(small.parent), "--output-dir", str(output), "--datasets", small.name,
-                     "--test-sets", small.name, "--models", name, "--epochs", str(args.epochs),
-                     "--img-size", str(args.frozen_img_size), "--weights", args.weights,
-                     "--device", device.type, "--num-workers", "2", "--force"]
-            if not cached:
-                flags.append("--no-feature-cache")
-            # the grid's own output (progress bars, tables, report) is not the benchmark's
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                tm.main(tm.get_args_parser().parse_args(flags))
-            cell = output / "runs" / small.name / name / "none" / "seed42"
-            record = json.loads((cell / "record.json").read_text())
-            probs = pd.read_csv(cell / f"predictions_{small.name}.csv").filter(like="prob_").to_numpy()
-            runs[cached] = (record, probs)
-        (rc, pc), (ru, pu) = runs[True], runs[False]
+        (rc, pc), (ru, pu) = found["cached"][name], found["uncached"][name]
+        if not (pc.index.equals(pu.index) and pc.columns.equals(pu.columns)):
+            raise RuntimeError(f"the cached and uncached runs of {name} predicted different chips or classes")
         out[name] = {"cached_s": rc["train_seconds"], "uncached_s": ru["train_seconds"],
                      "speedup": round(ru["train_seconds"] / rc["train_seconds"], 2),
                      "feature_cache": rc["feature_cache"],
-                     "max_test_prob_diff": float(np.abs(pc - pu).max())}
-    out["chips"] = args.frozen_chips
-    out["epochs"] = args.epochs
-    out["img_size"] = args.frozen_img_size
+                     "max_test_prob_diff": float(np.abs(pc.to_numpy() - pu.to_numpy()).max())}
+    out.update(chips=args.frozen_chips, epochs=args.epochs, img_size=args.frozen_img_size, process_rss_mb=rss)
     return out
 
 
 # ------------------------------------------------------------------------------------------------------------
 # main
 
-def table(result):
-    a, b, c, mem = result["input_pipeline"], result["training"], result["frozen_training"], result["memory"]
-    out = []
-    add = out.append
-    add(f"device {result['device']}, {result['torch_threads']} CPU threads, torch {result['torch_version']}, "
-        f"weights {result['weights']} (speed does not depend on the weight values); data: {result['data']}")
-    add("")
-    add(f"(a) input pipeline, {a['chips']} training chips at {a['img_size']} px, batch 64, flip, to float "
-        "tensors on the device")
-    add(f"    {'pipeline':<50} {'first epoch s':>13} {'steady epoch s':>14} {'images/s':>9}")
-    add(f"    {'plain: ImageFolder, PIL, Resize, ToTensor, 2 workers':<50} {a['plain_first_epoch_s']:>13.3f} "
-        f"{a['chips'] / a['plain_img_s']:>14.4f} {a['plain_img_s']:>9.0f}")
-    add(f"    {'ours: decoded cache, cold (decode + write)':<50} {a['ours_first_epoch_cold_s']:>13.3f} "
-        f"{a['ours_steady_epoch_s']:>14.4f} {a['ours_img_s']:>9.0f}")
-    add(f"    {'ours: decoded cache, warm (read back)':<50} {a['ours_first_epoch_warm_s']:>13.3f}")
-    add(f"    steady-state speedup {a['speedup']:.0f}x (target >= {TARGETS['input_pipeline_speedup']:.0f}x); "
-        f"first epoch {a['speedup_first_epoch_cold']:.1f}x cold, {a['speedup_first_epoch_warm']:.1f}x warm")
-    add("")
-    add(f"(b) training images/s at {result['img_size']} px, batch {result['train_batch']}, "
-        f"precision {result['precision']}; cached: the head on cached features; features: the one-time "
-        "backbone pass")
-    add(f"    {'model':<12} {'uncached':>10} {'cached':>10} {'features':>10}")
+def table_ab(result):
+    a, b = result["input_pipeline"], result["training"]
+    target = result["targets"]["input_pipeline_speedup"]["target"]
+    out = [f"(a) input pipeline, {a['chips']} training chips at {a['img_size']} px, batch 64, flip, to float "
+           "tensors on the device",
+           f"    {'pipeline':<50} {'first epoch s':>13} {'steady epoch s':>14} {'images/s':>9}",
+           f"    {'plain: ImageFolder, PIL, Resize, ToTensor, 2 workers':<50} {a['plain_first_epoch_s']:>13.3f} "
+           f"{a['plain_steady_epoch_s']:>14.4f} {a['plain_img_s']:>9.0f}",
+           f"    {'ours: decoded cache, cold (decode + write)':<50} {a['ours_first_epoch_cold_s']:>13.3f} "
+           f"{a['ours_steady_epoch_s']:>14.4f} {a['ours_img_s']:>9.0f}",
+           f"    {'ours: decoded cache, warm (read back)':<50} {a['ours_first_epoch_warm_s']:>13.3f}",
+           f"    steady-state speedup {a['speedup']:.0f}x (target >= {target:.0f}x); first epoch "
+           f"{a['speedup_first_epoch_cold']:.1f}x cold, {a['speedup_first_epoch_warm']:.1f}x warm", "",
+           f"(b) training images/s at {result['img_size']} px, batch {result['train_batch']}, precision "
+           f"{result['precision']}; cached: the head on cached features; features: the one-time backbone pass",
+           f"    {'model':<12} {'uncached':>10} {'cached':>10} {'features':>10}"]
     for name, row in b.items():
         cached = f"{row['cached_img_s']:>10.1f}" if "cached_img_s" in row else f"{'-':>10}"
         feats = f"{row['features_img_s']:>10.1f}" if "features_img_s" in row else f"{'-':>10}"
-        add(f"    {name:<12} {row['uncached_img_s']:>10.1f} {cached} {feats}")
+        out.append(f"    {name:<12} {row['uncached_img_s']:>10.1f} {cached} {feats}")
         if "fp32_nchw_img_s" in row:
-            add(f"    {'resnet fp32':<12} {row['fp32_nchw_img_s']:>10.1f}  (float32, default layout; the row "
-                "above: mixed precision, channels-last)")
-    add("")
-    add(f"(c) {c['epochs']}-epoch training, {c['chips']} chips at {c['img_size']} px (test_models.main; the "
-        "record's training time, which includes computing the cached features)")
-    add(f"    {'model':<12} {'cached s':>9} {'uncached s':>10} {'speedup':>8}  {'features':<9} "
-        f"{'fp16 logit err':>14} {'max test prob diff':>18}")
+            out.append(f"    {'resnet fp32':<12} {row['fp32_nchw_img_s']:>10.1f}  (float32, default layout; "
+                       "the row above: mixed precision, channels-last)")
+    return out
+
+
+def table_cd(result):
+    a, c, mem = result["input_pipeline"], result["frozen_training"], result["memory"]
+    out = [f"(c) {c['epochs']}-epoch training, {c['chips']} chips at {c['img_size']} px (python test_models.py; "
+           "the record's training time, which includes computing the cached features)",
+           f"    {'model':<12} {'cached s':>9} {'uncached s':>10} {'speedup':>8}  {'features':<9} "
+           f"{'fp16 logit err':>14} {'max test prob diff':>18}"]
     for name in FROZEN:
         r = c[name]
         fc = r["feature_cache"] or {}
-        err = fc.get("fp16_logit_error")
-        err = "-" if err is None else f"{err:.1e}"
-        add(f"    {name:<12} {r['cached_s']:>9.2f} {r['uncached_s']:>10.2f} {r['speedup']:>7.2f}x  "
-            f"{fc.get('dtype', '-'):<9} {err:>14} {r['max_test_prob_diff']:>18.1e}")
-    add(f"    slowest speedup {result['frozen_training_speedup']:.2f}x "
-        f"(target >= {TARGETS['frozen_training_speedup']:.0f}x)")
-    add("")
-    add("(d) peak memory in MB: this process's resident set, high-water mark so far (resource.getrusage)"
-        + (", and CUDA memory allocated during the part" if "cuda_mb" in mem["start"] else ""))
+        err = "-" if fc.get("fp16_logit_error") is None else f"{fc['fp16_logit_error']:.1e}"
+        out.append(f"    {name:<12} {r['cached_s']:>9.2f} {r['uncached_s']:>10.2f} {r['speedup']:>7.2f}x  "
+                   f"{fc.get('dtype', '-'):<9} {err:>14} {r['max_test_prob_diff']:>18.1e}")
+    out += [f"    slowest speedup {result['frozen_training_speedup']:.2f}x "
+            f"(target >= {result['targets']['frozen_training_speedup']['target']:.0f}x)", "",
+            "(d) peak memory in MB: this process's resident set, high-water mark so far (resource.getrusage)"
+            + (", and CUDA memory allocated during the part" if "cuda_mb" in mem["start"] else "")]
     for part, m in mem.items():
         cuda = f"   cuda {m['cuda_mb']:>8.0f}" if "cuda_mb" in m else ""
-        add(f"    after {part:<16} rss {m['rss_mb']:>8.0f}{cuda}")
-    add(f"    plain pipeline's DataLoader workers: rss {a['plain_workers_rss_mb']:.0f} (largest, shared "
-        f"pages included); decoded cache of (a): {a['decoded_cache_mb']:.1f}; cached features of (c): "
-        + ", ".join(f"{m} {(c[m]['feature_cache'] or {}).get('mb', 0):.1f}" for m in FROZEN))
-    return "\n".join(out)
+        out.append(f"    after {part:<16} rss {m['rss_mb']:>8.0f}{cuda}")
+    out += [f"    test_models.py processes of (c): rss {c['process_rss_mb']['cached']:.0f} cached, "
+            f"{c['process_rss_mb']['uncached']:.0f} uncached",
+            f"    plain pipeline's DataLoader workers: rss {a['plain_workers_rss_mb']:.0f} (largest, shared "
+            f"pages included); decoded cache of (a): {a['decoded_cache_mb']:.1f}; cached features of (c): "
+            + ", ".join(f"{m} {(c[m]['feature_cache'] or {}).get('mb', 0):.1f}" for m in FROZEN)]
+    return out
 
 
-def main(args):
-    device = tm.resolve_device(args.device)
-    args = resolve(args, device)
-    precision = tm.Precision("auto", device)  # as test_models.py trains: mixed precision on CUDA only
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
+def table(result):
+    """The report, from the result alone (the --json object holds everything it prints)."""
+    head = (f"device {result['device']}, {result['torch_threads']} CPU threads, torch {result['torch_version']}, "
+            f"weights {result['weights']} (speed does not depend on the weight values); data: {result['data']}")
+    return "\n".join([head, "", *table_ab(result), "", *table_cd(result)])
+
+
+def measure(args, device, precision):
+    """(data description, set name, {part: result}, {part: peak memory}, {part: seconds}) of parts (a)-(c)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         if args.data_dir is None:
             print(f"preparing a synthetic set (dataset_prep.py --synthetic --synthetic-chips "
                   f"{args.synthetic_chips}) in {work} ...", flush=True)
-            data_dir = prepare_synthetic(work, args.synthetic_chips)
+            data_dir = work / "prepared"
+            run_script(["dataset_prep.py", "--synthetic", "--synthetic-chips", str(args.synthetic_chips),
+                        "--raw-dir", str(work / "raw"), "--output-dir", str(data_dir)], work / "dataset_prep.log")
             source = f"synthetic, --synthetic-chips {args.synthetic_chips}"
         else:
             data_dir = Path(args.data_dir)
             source = str(data_dir)
         name = pick_set(data_dir)
         # a copy: (a) deletes and rebuilds the decoded cache, which must not touch the caller's data
-        set_dir = work / "bench_set" / name
-        subset_set(data_dir / name, set_dir, 10**9, 10**9)
-        memory, seconds = {"start": peak_memory(device)}, {}
+        set_dir = subset_set(data_dir / name, work / "bench_set" / name, 10**9, 10**9)
+        memory, seconds, results = {"start": peak_memory(device)}, {}, {}
         parts = (("input pipeline", f"(a) input pipeline on {name}/train",
                   lambda: bench_pipeline(set_dir, args.pipeline_epochs, device)),
                  ("training", f"(b) training images/s at {args.img_size} px",
                   lambda: bench_training(set_dir, args, device, precision)),
                  ("frozen training", f"(c) {args.epochs}-epoch frozen-model training, cached and uncached",
                   lambda: bench_frozen(set_dir, work, args, device)))
-        results = {}
-        for part, title, measure in parts:
+        for part, title, run in parts:
             print(f"{title} ...", flush=True)
             start = time.perf_counter()
-            results[part] = measure()
+            results[part] = run()
             seconds[part] = round(time.perf_counter() - start, 1)
             memory[part] = peak_memory(device)
+    return source, name, results, memory, seconds
+
+
+def main(args):
+    device = engine.resolve_device(args.device)
+    args = resolve(args, device)
+    precision = engine.Precision("auto", device)  # as test_models.py trains: mixed precision on CUDA only
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    source, name, results, memory, seconds = measure(args, device, precision)
     pipeline, training, frozen = results["input pipeline"], results["training"], results["frozen training"]
     result = {
-        "device": tm.environment(device)["device"], "torch_version": torch.__version__,
+        "device": engine.environment(device)["device"], "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(), "weights": args.weights, "data": f"{source}, set {name}",
         "img_size": args.img_size, "train_batch": args.train_batch, "precision": precision.describe(),
         "input_pipeline_speedup": pipeline["speedup"],

@@ -44,9 +44,10 @@ def options(text):
     """{flag: help} of every option of a --help text (argparse puts the help of a long flag on the next line)."""
     found, flag = {}, None
     for line in text.splitlines():
-        m = re.match(r"^  (-[^\s,]+(?: [^\s,]+)*?(?:, -[^\s,]+(?: [^\s,]+)*?)?)(?:\s{2,}(.*))?$", line)
+        token = r"(?: (?:\{[^}]*\}|[^\s,]+))*?"  # metavars: NAME, [NAME ...] or {choice,choice}
+        m = re.match(rf"^  (-[^\s,]+{token}(?:, -[^\s,]+{token})?)(?:\s{{2,}}(.*))?$", line)
         if m:
-            flag = m.group(1).split(",")[-1].split()[0]
+            flag = re.findall(r"(?:^|, )(-[^\s,]+)", m.group(1))[-1]  # "-h, --help" -> "--help"
             found[flag] = (m.group(2) or "").strip()
         elif flag and line.startswith(" " * 8) and line.strip():
             found[flag] = (found[flag] + " " + line.strip()).strip()

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn_scores import expected_scores
-from tiny_data import write_tiny_prepared
+from fixtures import expected_scores
+from fixtures import write_tiny_prepared
 
 import data
 import distributed

@@ -1,4 +1,4 @@
-"""FUSAR-Ship reader on fixtures in every layout the reader accepts (raw_fixtures.write_fusar; docs/data-formats.md)."""
+"""FUSAR-Ship reader on fixtures in every layout the reader accepts (fixtures.write_fusar; docs/data-formats.md)."""
 
 import io
 import zipfile
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from raw_fixtures import CORRUPT, chip_pixels, write_fusar
+from fixtures import CORRUPT, chip_pixels, write_fusar
 
 import dataset_prep
 import fusar

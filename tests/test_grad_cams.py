@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from tiny_data import write_tiny_prepared
+from fixtures import write_tiny_prepared
 
 import data
 import grad_cams

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from sklearn_scores import expected_scores
-from tiny_data import write_tiny_prepared
+from fixtures import expected_scores
+from fixtures import write_tiny_prepared
 
 import data
 import engine

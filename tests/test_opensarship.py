@@ -1,4 +1,4 @@
-"""OpenSARShip reader on the three real scene zips (raw_fixtures.ZIPS: 1.0 GRD, 2.0 GRD, 2.0 SLC).
+"""OpenSARShip reader on the three real scene zips (fixtures.ZIPS: 1.0 GRD, 2.0 GRD, 2.0 SLC).
 
 Expected counts are taken independently from each zip's listing, not from the reader.
 """
@@ -9,7 +9,7 @@ import zipfile
 from collections import Counter
 
 import numpy as np
-from raw_fixtures import DATA, GRD_V1, GRD_V2, SLC_V2, ZIPS, real
+from fixtures import DATA, GRD_V1, GRD_V2, SLC_V2, ZIPS, real
 
 import opensarship
 from archives import open_tree

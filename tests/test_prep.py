@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from raw_fixtures import GRD_V1, ZIPS, real, write_fusar
+from fixtures import GRD_V1, ZIPS, real, write_fusar
 
 import archives
 import dataset_prep

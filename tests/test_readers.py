@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from raw_fixtures import write_fusar
+from fixtures import write_fusar
 
 import archives
 import dataset_prep

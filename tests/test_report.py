@@ -3,7 +3,7 @@ tables, its links, and its honesty about seeds and synthetic data.
 
     python -m pytest tests/test_report.py -q
 
-One tiny grid is trained once for the module (tests/tiny_data.py sets, cnn at 32 px, 1 epoch, batch 8, trained
+One tiny grid is trained once for the module (tests/fixtures.py sets, cnn at 32 px, 1 epoch, batch 8, trained
 on fusar, tested on fusar and opensarship, imbalance none and weighted, seeds 0 and 1), then explained by
 grad_cams.py and reported on. The training split has a single rarest class (Tanker), so the imbalance section
 follows one class.
@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
-from tiny_data import CLASSES, write_tiny_prepared
+from fixtures import CLASSES, write_tiny_prepared
 
 import grad_cams
 import report

@@ -1,16 +1,22 @@
-"""Tiny prepared sets in the exact layout dataset_prep.py writes (the contract in sets.py).
+"""The test suite's one fixture module: inputs the tests build themselves, in the exact real layouts.
 
-    from tiny_data import write_tiny_prepared
-    data_dir = write_tiny_prepared(tmp_path / "prepared")      # fusar, opensarship, mixed
+    from fixtures import write_tiny_prepared, CLASSES      # prepared sets as dataset_prep.py writes them
+    from fixtures import write_fusar, ZIPS, real, GRD_V1   # raw FUSAR-Ship copies; the real OpenSARShip scenes
+    from fixtures import expected_scores                   # a scores.csv row recomputed with scikit-learn alone
 
-Each set holds `train/<Class>/<name>.png` and `test/<Class>/<name>.png` (single-channel 8-bit PNGs at native
-size), `masks/<split>/<Class>/<name>.png` (exact ship masks, 0 sea / 255 ship), `manifest.csv` (every column
-of the interface, sorted by path) and `summary.json` / `summary.txt`. The merged set is the union of the
-per-dataset splits (train with train, test with test), as dataset_prep.py makes it.
+Prepared sets (write_tiny_prepared): each set holds `train/<Class>/<name>.png` and `test/<Class>/<name>.png`
+(single-channel 8-bit PNGs at native size), `masks/<split>/<Class>/<name>.png` (exact ship masks, 0 sea / 255
+ship), `manifest.csv` (sets.MANIFEST_COLUMNS, sorted by path) and `summary.json` / `summary.txt`. The merged set
+is the union of the per-dataset splits. Chips are deterministic for a given seed and slightly learnable: a bright
+ellipse (the ship) on speckled sea, its length, width and brightness set by the class. FUSAR-like chips are
+32-40 px, OpenSARShip-like 16-28 px; counts are unbalanced like the real data (Cargo the majority).
 
-Chips are deterministic for a given seed and slightly learnable: a bright ellipse (the ship) on speckled sea,
-its length, width and brightness set by the class. FUSAR-like chips are 32-40 px, OpenSARShip-like 16-28 px.
-Counts are unbalanced like the real data (Cargo the majority).
+Raw data: the real scenes are the three zips in ../shared/data/opensarship (relative to the repository root: 1.0
+GRD, 2.0 GRD, 2.0 SLC); tests that need them are marked `real` and skip without them. write_fusar writes a small
+FUSAR-Ship copy in every layout the FUSAR reader accepts (docs/data-formats.md).
+
+Scores (expected_scores): the scores.csv row of one set of predictions, recomputed with scikit-learn alone (not
+metrics.py), so that tests check the grid's metrics against an independent computation.
 """
 
 import hashlib
@@ -19,9 +25,16 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
+import tifffile
 from PIL import Image
+from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
 
+import fusar
 import sets
+
+# ------------------------------------------------------------------------------------------------------------
+# prepared sets
 
 CLASSES = ("Cargo", "Fishing", "Tanker")
 COUNTS = {"train": {"Cargo": 8, "Fishing": 4, "Tanker": 4}, "test": {"Cargo": 6, "Fishing": 3, "Tanker": 3}}
@@ -133,3 +146,72 @@ def write_tiny_prepared(root, sets=("fusar", "opensarship", "mixed"), classes=CL
             items = _dataset_rows(name, "fusar", classes, counts, np.random.default_rng([seed, 100 + offset]))
         _write_set(root / name, items, classes)
     return root
+
+
+# ------------------------------------------------------------------------------------------------------------
+# raw data
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "opensarship"
+ZIPS = sorted(DATA.glob("*.zip")) if DATA.is_dir() else []
+real = pytest.mark.skipif(not ZIPS, reason=f"no real OpenSARShip scenes in {DATA}")
+
+GRD_V1 = "S1A_IW_GRDH_1SDV_20150823T221233_20150823T221258_007396_00A2CA_54D0"
+GRD_V2 = "S1A_IW_GRDH_1SDV_20150902T102505_20150902T102534_007535_00A699_2D00"
+SLC_V2 = "S1A_IW_SLC__1SDV_20160606T221231_20160606T221258_011596_011B8A_3FF3"
+
+# FUSAR-Ship: category -> sub-category -> number of chips (FUSAR indices: C01 Cargo, C04 Fishing, C12 Tanker, ...).
+SPEC = {"Cargo": {"BulkCarrier": 3, "ContainerShip": 2}, "Fishing": {"Fishing": 2}, "Tanker": {"Tanker": 2},
+        "Tug": {"Tug": 1}, "Other": {"Other": 1}, "Dredger": {"Dredger": 1}}
+INDEX = {c: i + 1 for i, c in enumerate(fusar.CATEGORIES)}
+CORRUPT = "Ship_C01S01N0099"  # garbage bytes in Cargo/BulkCarrier
+CHANNEL_AXIS = "Ship_C04S01N0002"  # a (H, W, 1) TIFF in Fishing
+META_COLUMNS = ("id", "mmsi", "length", "width", "polarMode", "centerLookAngle", "heightspace", "widthspace", "path")
+
+
+def chip_pixels(stem):
+    rng = np.random.default_rng([ord(ch) for ch in stem])  # distinct, reproducible content per chip
+    return rng.integers(0, 256, size=(20, 24), dtype=np.uint8)
+
+
+def write_fusar(root, layout="nested", sep="\t", meta=True, id_style="stem"):
+    """A small FUSAR-Ship copy under `root`; returns {stem: class} of the chips that decode."""
+    rows, classes = [], {}
+    for cat, subs in SPEC.items():
+        for s, (sub, n) in enumerate(subs.items(), start=1):
+            folder = root / cat / sub if layout == "nested" else root / cat if layout == "flat" else root
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(1, n + 1):
+                stem = f"Ship_C{INDEX[cat]:02d}S{s:02d}N{k:04d}"
+                if stem == CHANNEL_AXIS:
+                    tifffile.imwrite(folder / f"{stem}.tiff", chip_pixels(stem)[..., None], photometric="minisblack")
+                else:
+                    Image.fromarray(chip_pixels(stem)).save(folder / f"{stem}.tiff")
+                classes[stem] = cat
+                path = f"{cat}\\{sub}" if id_style == "stem" else f"{cat}\\{sub}\\{stem}.tiff"
+                rows.append({"id": stem if id_style == "stem" else str(len(rows) + 1),
+                             "mmsi": str(412000000 + len(rows)), "length": "120", "width": "20.5", "polarMode": "DH",
+                             "centerLookAngle": "30", "heightspace": "1.124", "widthspace": "1.7", "path": path})
+    bulk = root / "Cargo" / "BulkCarrier" if layout == "nested" else root / "Cargo" if layout == "flat" else root
+    (bulk / f"{CORRUPT}.tiff").write_bytes(b"II*\x00 this is not a tiff")
+    if meta:
+        lines = [sep.join(META_COLUMNS)] + [sep.join(r[c] for c in META_COLUMNS) for r in rows]
+        (root / "meta.csv").write_text("\n".join(lines) + "\n")
+    return classes
+
+
+# ------------------------------------------------------------------------------------------------------------
+# scores recomputed independently
+
+def expected_scores(true, pred, classes):
+    """Percent, as in scores.csv; support is a count."""
+    out = {"n": len(true), "accuracy": 100 * (true == pred).mean(),
+           "balanced_accuracy": 100 * balanced_accuracy_score(true, pred)}
+    for average in ("weighted", "macro"):
+        pr, rc, f1, _ = precision_recall_fscore_support(true, pred, labels=classes, average=average,
+                                                        zero_division=0)
+        out.update({f"precision_{average}": 100 * pr, f"recall_{average}": 100 * rc, f"f1_{average}": 100 * f1})
+    pr, rc, f1, sup = precision_recall_fscore_support(true, pred, labels=classes, zero_division=0)
+    for i, c in enumerate(classes):
+        out.update({f"{c}_precision": 100 * pr[i], f"{c}_recall": 100 * rc[i], f"{c}_f1": 100 * f1[i],
+                    f"{c}_support": sup[i]})
+    return out
