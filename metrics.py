@@ -16,7 +16,9 @@ rare class as much as Cargo: the number that shows whether a model does more tha
 
 The class list is passed as `labels=` explicitly, so a class missing from one test split still gets its
 columns (support 0) and the columns never shift; zero_division=0 turns "no chip predicted as this class" into
-a precision of 0 without warnings.
+a precision of 0 without warnings. The macro averages are over the classes present in the test split (support
+> 0), as balanced accuracy is: a class with no test chips would add a 0 that says nothing about the model, so it
+is left out with a warning naming it (its row still shows support 0).
 """
 
 import warnings
@@ -55,7 +57,8 @@ def score_row(y_true, y_pred, classes):
     """Metrics of one model on one test set: dict with score_columns(classes) as keys.
 
     y_true, y_pred: class names or indices into `classes` (the training set's classes, sorted).
-    balanced_accuracy is the mean recall over the classes present in y_true (scikit-learn's definition).
+    balanced_accuracy is the mean recall over the classes present in y_true (scikit-learn's definition); the
+    macro averages are over the same classes.
     """
     classes = list(classes)
     y_true, y_pred = as_names(y_true, classes), as_names(y_pred, classes)
@@ -67,8 +70,13 @@ def score_row(y_true, y_pred, classes):
         # a model may predict a class that this test split lacks: scikit-learn warns, the number stays right
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         row["balanced_accuracy"] = _pct(balanced_accuracy_score(y_true, y_pred))
-    for average in ("weighted", "macro"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, average=average,
+    present = [c for c in classes if c in set(y_true)]
+    absent = [c for c in classes if c not in present]
+    if absent and len(y_true):
+        warnings.warn(f"no test chips of class {', '.join(absent)}: the macro averages are over "
+                      f"{', '.join(present)} (its support 0 stays in the table)", stacklevel=2)
+    for average, labels in (("weighted", classes), ("macro", present or classes)):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average,
                                                      zero_division=0)
         row.update({f"precision_{average}": _pct(p), f"recall_{average}": _pct(r), f"f1_{average}": _pct(f)})
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, average=None,

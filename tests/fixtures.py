@@ -206,8 +206,9 @@ def expected_scores(true, pred, classes):
     """Percent, as in scores.csv; support is a count."""
     out = {"n": len(true), "accuracy": 100 * (true == pred).mean(),
            "balanced_accuracy": 100 * balanced_accuracy_score(true, pred)}
-    for average in ("weighted", "macro"):
-        pr, rc, f1, _ = precision_recall_fscore_support(true, pred, labels=classes, average=average,
+    present = [c for c in classes if c in set(true)]  # macro: over the classes with test chips
+    for average, labels in (("weighted", classes), ("macro", present)):
+        pr, rc, f1, _ = precision_recall_fscore_support(true, pred, labels=labels, average=average,
                                                         zero_division=0)
         out.update({f"precision_{average}": 100 * pr, f"recall_{average}": 100 * rc, f"f1_{average}": 100 * f1})
     pr, rc, f1, sup = precision_recall_fscore_support(true, pred, labels=classes, zero_division=0)

@@ -53,16 +53,16 @@ def test_indices_and_names_give_the_same_row():
     assert by_index == metrics.score_row(Y_TRUE, Y_PRED, CLASSES)
 
 
-def test_absent_and_never_predicted_classes_give_zeros_without_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+def test_absent_and_never_predicted_classes_give_zeros():
+    with pytest.warns(UserWarning, match="no test chips of class Tanker"):  # the only warning
         row = metrics.score_row(["Cargo", "Cargo", "Fishing"], ["Cargo", "Cargo", "Cargo"], CLASSES)
-        # Tanker predicted for a split without Tanker: scikit-learn's balanced accuracy would warn
+    with pytest.warns(UserWarning, match="no test chips of class Tanker"):
+        # Tanker predicted for a split without Tanker: scikit-learn's balanced accuracy would warn too
         other = metrics.score_row(["Cargo", "Cargo", "Fishing"], ["Cargo", "Tanker", "Fishing"], CLASSES)
     tanker = (row["Tanker_precision"], row["Tanker_recall"], row["Tanker_f1"], row["Tanker_support"])
     assert tanker == (0, 0, 0, 0)
     assert row["Fishing_precision"] == 0.0  # never predicted: zero_division=0
-    assert row["f1_macro"] == 26.67  # (80 + 0 + 0) / 3: the absent class counts, labels are explicit
+    assert row["f1_macro"] == 40.0  # (80 + 0) / 2: over the classes with test chips, as balanced accuracy
     assert other["balanced_accuracy"] == 75.0  # mean recall over the classes present: (50 + 100) / 2
 
 
@@ -81,3 +81,19 @@ def test_plot_confusion_writes_a_png(tmp_path):
     metrics.plot_confusion(metrics.confusion(Y_TRUE, Y_PRED, CLASSES), CLASSES, "title", path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 5000
+
+
+def test_macro_averages_skip_a_class_without_test_chips_and_say_so():
+    classes = ["Cargo", "Fishing", "Tanker"]
+    true = ["Cargo", "Cargo", "Cargo", "Tanker", "Tanker"]  # no Fishing chip in this test split
+    pred = ["Cargo", "Cargo", "Fishing", "Tanker", "Cargo"]
+    with pytest.warns(UserWarning, match="no test chips of class Fishing"):
+        row = metrics.score_row(true, pred, classes)
+    # Cargo: P 2/3, R 2/3; Tanker: P 1, R 1/2 -> macro over the two present classes only
+    f_cargo, f_tanker = 2 / 3, 2 * 1 * 0.5 / 1.5
+    assert row["f1_macro"] == pytest.approx(100 * (f_cargo + f_tanker) / 2, abs=0.01)
+    assert row["recall_macro"] == pytest.approx(row["balanced_accuracy"], abs=0.01)
+    assert row["Fishing_support"] == 0 and row["Fishing_f1"] == 0.0  # still in the table
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every class present: no warning
+        metrics.score_row(["Cargo", "Fishing", "Tanker"], ["Cargo", "Cargo", "Tanker"], classes)
