@@ -1,10 +1,11 @@
-"""Raw OpenSARShip and FUSAR-Ship -> leakage-free train/test splits, per dataset and merged, ImageFolder-ready.
+"""Raw OpenSARShip and FUSAR-Ship -> leakage-free train/val/test splits, per dataset and merged, ImageFolder-ready.
 
     python dataset_prep.py --synthetic                  # demo: write synthetic raw data, then prepare it
     python dataset_prep.py --synthetic --synthetic-chips 300
     python dataset_prep.py                              # real downloads under data/raw/ (see data/README.md)
     python dataset_prep.py --opensarship ~/dl/OpenSARShip_2.zip --fusar ~/dl/FUSAR-Ship1.0.zip
     python dataset_prep.py --product cal --pol both --classes Cargo,Fishing,Tanker,Tug --force
+    python dataset_prep.py --val-size 0                 # the study's two splits: train and test, no val
 
 Inputs. Each dataset has its reader (readers.READERS: opensarship.py, fusar.py), which adds its flag --<dataset>.
 By default both datasets are looked for under --raw-dir (data/raw/), in any folder, zip or rar there: OpenSARShip
@@ -15,10 +16,11 @@ data under data/raw/synthetic/ is never picked up by this search, so it cannot m
 only the named datasets are prepared. With one dataset found, that one is prepared and there is no mixed set.
 
 Outputs, under --output-dir (data/prepared/), for <set> in fusar, opensarship, mixed:
-    <set>/{train,test}/<Class>/<dataset>_<chip>.png   single-channel 8-bit PNG at native resolution
-    <set>/masks/{train,test}/<Class>/<same name>.png  exact ship masks (synthetic data only)
-    <set>/manifest.csv                                one row per chip (columns: MANIFEST_COLUMNS), sorted by path
-    <set>/summary.{json,txt}, summary.{json,txt}      counts per split and class, skipped chips with reasons
+    <set>/{train,val,test}/<Class>/<dataset>_<chip>.png  single-channel 8-bit PNG at native resolution (val/:
+                                                         only with --val-size > 0)
+    <set>/masks/{train,val,test}/<Class>/<same name>.png exact ship masks (synthetic data only)
+    <set>/manifest.csv                                   one row per chip (MANIFEST_COLUMNS), sorted by path
+    <set>/summary.{json,txt}, summary.{json,txt}         counts per split and class, skipped chips with reasons
 File names carry the dataset, so `mixed` holds exactly the per-dataset files under the same relative paths.
 
 Split. Stratified by (dataset, class) and grouped: with --group-by mmsi (default) every chip of one MMSI (both
@@ -29,8 +31,12 @@ gives its position (within 300 m); a FUSAR chip without MMSI is its own group (F
 --group-by none makes every chip its own group (leaky: the two polarisations of a ship may be split; for
 comparison with the published study only). Groups are shuffled with --seed and moved to test while that brings
 every (dataset, class) count closer to --test-size of it; a class with two or more groups gets at least one in
-each split. Groups span datasets (one MMSI), so `mixed`, the union of the per-dataset splits (train with train,
-test with test, never re-split), is leakage-free too. Images with identical content are kept once.
+each split. Validation (--val-size F, default 0.1) is then carved out of the training groups alone by the same
+rule (F of each (dataset, class)'s training chips, its own seeded order), so the test split is exactly the one
+--val-size 0 gives; --val-size 0 writes the study's two splits (no val/), byte for byte as before validation
+existed. A class with fewer than two training groups in a dataset gets no val chips (a note says so). Groups
+span datasets (one MMSI), so `mixed`, the union of the per-dataset splits (train with train, val with val, test
+with test, never re-split), is leakage-free too. Images with identical content are kept once.
 
 Reruns: the run is skipped when the inputs (paths, sizes, modification times), the options and this code are
 unchanged (--force rebuilds); a rebuild gives byte-identical files and manifests. With --synthetic the generator
@@ -52,11 +58,11 @@ from pathlib import Path
 
 import archives
 import opensarship
-import splits
 import readers
 import sets
+import splits
 from archives import DataError, is_archive, open_tree
-from cli import HelpFormatter, int_at_least
+from cli import HelpFormatter, float_in, int_at_least
 from sets import MANIFEST, MANIFEST_COLUMNS, MIXED, SETS, SPLITS, SUMMARY_JSON, SUMMARY_TXT
 
 DEMO_HINT = "  Or run the demo on synthetic data: python dataset_prep.py --synthetic"
@@ -77,7 +83,7 @@ def where_to_get():
 def get_args_parser(add_help=True):
     titles = " and ".join(r.title for r in readers.READERS)
     p = argparse.ArgumentParser(
-        description=f"Prepare leakage-free train/test splits ({', '.join(all_sets())}) from the raw {titles} "
+        description=f"Prepare leakage-free train/val/test splits ({', '.join(all_sets())}) from the raw {titles} "
                     "downloads, or from synthetic data (--synthetic). Commands and details: the docstring at the "
                     "top of dataset_prep.py.",
         formatter_class=HelpFormatter, add_help=add_help)
@@ -105,6 +111,10 @@ def get_args_parser(add_help=True):
                         "scene; by scene position where no MMSI is known); scene = one acquisition (FUSAR: by "
                         "MMSI); none = nothing (chip-level split: leaky, only to compare with the study)")
     p.add_argument("--test-size", type=float, default=0.2, help="fraction of each class in the test split")
+    p.add_argument("--val-size", type=float_in(0, 1, high_open=True), default=0.1, metavar="F",
+                   help="fraction of each class's training chips moved to a val split (grouped by ship and "
+                        "stratified like the test split, which it leaves unchanged); 0 = no val split: the "
+                        "study's train and test splits")
     p.add_argument("--seed", type=int, default=42, help="seed of the split (and of the synthetic data)")
     p.add_argument("--synthetic", action="store_true",
                    help="write synthetic OpenSARShip and FUSAR-Ship raw data to <raw-dir>/synthetic/, then "
@@ -204,8 +214,8 @@ def fingerprint(args, paths):
     """Hash of the options, every input file's path, size and modification time, and the code that prepares
     (this script, its helper modules, the readers)."""
     h = hashlib.sha1()
-    opts = {k: getattr(args, k) for k in ("classes", "product", "pol", "group_by", "test_size", "seed",
-                                          "synthetic", "synthetic_chips")}
+    opts = {k: getattr(args, k) for k in ("classes", "product", "pol", "group_by", "test_size", "val_size",
+                                          "seed", "synthetic", "synthetic_chips")}
     h.update(json.dumps(opts, sort_keys=True).encode())
     for path in sorted(set(paths)):
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -312,17 +322,6 @@ def _place(src, dst):
         shutil.copyfile(src, dst)
 
 
-def name_files(chips):
-    """chip.file = <dataset>_<chip name>.png, unique within its split and class folder."""
-    taken = set()
-    for c in sorted(chips, key=lambda c: (c.dataset, c.name, c.sha1)):
-        base = f"{c.dataset}_{c.name}"
-        if (c.split, c.cls, base) in taken:
-            base = f"{base}_{c.sha1[:8]}"
-        taken.add((c.split, c.cls, base))
-        c.file = base + ".png"
-
-
 def manifest_row(c):
     rel = f"{c.split}/{c.cls}/{c.file}"
     row = {k: c[k] for k in MANIFEST_COLUMNS if k not in ("path", "mask")}
@@ -335,7 +334,7 @@ def format_table(tables, classes):
     head = f"{'set':<12} {'split':<6}" + "".join(f" {k:>{width}}" for k in classes) + f" {'total':>7}"
     lines = [head, "-" * len(head)]
     for name, info in tables.items():
-        for split in SPLITS:
+        for split in (s for s in SPLITS if s in info["counts"]):  # train, val (when prepared), test
             row = info["counts"][split]
             lines.append(f"{name if split == 'train' else '':<12} {split:<6}" +
                          "".join(f" {row.get(k, 0):>{width}}" for k in classes) + f" {sum(row.values()):>7}")
@@ -349,7 +348,7 @@ def format_skips(skips):
     return "skipped chips: " + "; ".join(f"{d} {r}: {n}" for (d, r), n in sorted(by.items()))
 
 
-def write_set(work, name, chips, classes, skips, summary_common):
+def write_set(work, name, chips, classes, skips, summary_common, split_names):
     set_dir = work / name
     set_dir.mkdir(parents=True)
     rows = []
@@ -360,11 +359,11 @@ def write_set(work, name, chips, classes, skips, summary_common):
             _place(c.staged_mask, set_dir / row["mask"])
         rows.append(row)
     sets.write_manifest(set_dir / MANIFEST, sorted(rows, key=lambda r: r["path"]))
-    counts = {s: {k: 0 for k in classes} for s in SPLITS}
+    counts = {s: {k: 0 for k in classes} for s in split_names}
     for c in chips:
         counts[c.split][c.cls] += 1
     info = {"counts": counts, "classes": sorted({c.cls for c in chips}),
-            "groups": {s: len({c.group for c in chips if c.split == s}) for s in SPLITS}}
+            "groups": {s: len({c.group for c in chips if c.split == s}) for s in split_names}}
     summary = dict(summary_common, set=name, **info,
                    skipped=dict(sorted(Counter(r for _, _, r, _ in skips).items())),
                    skipped_items=[{"dataset": d, "source": s, "reason": r, "detail": t} for d, s, r, t in skips])
@@ -457,17 +456,18 @@ def _prepare(args, out, work, progress):
     chips, duplicates = splits.drop_duplicates(chips)
     skips += more_skips + duplicates
     splits.assign_groups(chips, args.group_by)
-    splits.split_groups(chips, args.test_size, args.seed)
-    name_files(chips)
-    notes += more_notes + splits.shared_group_notes(chips, present)
-
+    splits.split_groups(chips, args.test_size, args.seed, args.val_size)
+    splits.name_files(chips)
     produced = sets.ordered([r.name for r in present], SETS) + ([MIXED] if len(present) > 1 else [])
+    notes += more_notes + splits.shared_group_notes(chips, present) + splits.val_notes(chips, produced,
+                                                                                         args.val_size)
     common = {"fingerprint": fp, "classes": classes, "synthetic": bool(args.synthetic),
               "options": {k: getattr(args, k) for k in ("classes", "product", "pol", "group_by", "test_size",
-                                                        "seed", "synthetic_chips")},
+                                                        "val_size", "seed", "synthetic_chips")},
               "notes": notes}
     tables = {name: write_set(work, name, [c for c in chips if name == MIXED or c.dataset == name], classes,
-                              [s for s in skips if name == MIXED or s[0] == name], common) for name in produced}
+                              [s for s in skips if name == MIXED or s[0] == name], common,
+                              splits.split_names(args.val_size)) for name in produced}
     table = format_table(tables, classes)
     seconds = time.time() - t0
     # No timings or dates in the written summaries: a rebuild from the same inputs gives identical bytes.
@@ -478,7 +478,8 @@ def _prepare(args, out, work, progress):
     _swap_in(out, work, produced)
 
     print(f"prepared sets in {out} in {seconds:.1f} s (classes {', '.join(classes)}; product {args.product}, "
-          f"pol {args.pol}; group by {args.group_by}; test size {args.test_size}; seed {args.seed})")
+          f"pol {args.pol}; group by {args.group_by}; test size {args.test_size}; val size {args.val_size}; "
+          f"seed {args.seed})")
     print(table)
     print(format_skips(skips) + (f" (listed in {out}/{SUMMARY_TXT})" if skips else ""))
     for n in notes:

@@ -163,6 +163,14 @@ def broadcast_buffers(model):
             dist.broadcast(buffer, src=0)
 
 
+def average_buffers(tensors):
+    """Each tensor averaged over the ranks, in place (precise batch-norm statistics of every rank's share)."""
+    if world_size() > 1:
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            t.div_(world_size())
+
+
 def all_reduce_sum(*tensors):
     """Sum each tensor over the ranks, in place; returns them."""
     if world_size() > 1:

@@ -18,6 +18,7 @@ augmentation, so a cell depends only on its seed.
 import os
 import platform
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -26,11 +27,14 @@ from torch import nn
 from tqdm import tqdm
 
 import distributed
+import metrics
 from cli import DEVICE_CHOICES
 
 IMBALANCE = ("none", "weighted", "sampler", "focal")
 FOCAL_GAMMA = 2.0  # Lin et al. 2017, the value their experiments settle on
 AMP_CHOICES = ("auto", "on", "off")
+SELECT = ("last", "best")
+TRAIN_EVAL_CHIPS = 512  # the fixed subset of the training split measured in eval mode after every epoch
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -160,6 +164,95 @@ def evaluate(model, batches, device, precision):
             logits = model(model_input(x, device))
         probs.append(torch.softmax(logits.float(), dim=1))
     return torch.cat(probs).cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# batch-norm statistics that belong to the weights
+
+def bn_layers(module, trainable_only=True):
+    """The batch-norm layers of `module` that keep running statistics; with trainable_only, those whose weights
+    train (a frozen backbone's statistics are part of its frozen weights and stay as they are)."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            and (not trainable_only or any(p.requires_grad for p in m.parameters()))]
+
+
+@torch.no_grad()
+def recalibrate_bn(module, layers, batches, device, precision):
+    """Precise batch-norm statistics (fvcore's and detectron2's "precise BN"): the running mean and variance of
+    every layer in `layers` recomputed with the current weights as a cumulative average over `batches` (torch's
+    momentum=None definition: the mean of the per-batch means and of the unbiased per-batch variances).
+
+    Only those layers run in train mode (dropout stays off); nothing else changes and nothing random is drawn, so
+    the training that follows is the same with or without this. The running statistics that training leaves
+    (an exponential average, momentum 0.1, over the last steps of weights that kept moving) do not belong to the
+    final weights: with them a model can predict one class for every chip in eval mode. `batches`: the training
+    split in a fixed order, no augmentation (data.Batches(..., shuffle=False)). Under torchrun each rank passes its
+    own share and the statistics are averaged over the ranks, so every rank evaluates the same model.
+    """
+    if not layers:
+        return
+    was_training = module.training
+    momenta = [m.momentum for m in layers]
+    module.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for x, _ in batches:
+            with precision.autocast():
+                module(model_input(x, device))
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+            m.eval()
+        module.train(was_training)
+    distributed.average_buffers([b for m in layers for b in (m.running_mean, m.running_var)])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# validation and the epoch a cell keeps
+
+def split_scores(probs, labels, classes):
+    """Macro-F1, balanced accuracy (percent) and the mean cross-entropy of predictions on a labelled split."""
+    labels = np.asarray(labels)
+    with warnings.catch_warnings():  # a class without chips in a small split: said once, at preparation
+        warnings.simplefilter("ignore", UserWarning)
+        row = metrics.score_row(labels, probs.argmax(1), classes)
+    loss = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean()
+    return {"f1_macro": row["f1_macro"], "balanced_accuracy": row["balanced_accuracy"], "loss": round(float(loss), 6)}
+
+
+class Selection:
+    """Which epoch's weights a cell keeps. `last`: the last epoch's. `best`: the epoch with the highest
+    validation macro-F1 (ties: the earlier epoch), its weights (and recalibrated statistics) copied when it
+    comes; with `patience` N, training stops after N epochs without improvement."""
+
+    def __init__(self, mode, patience=None):
+        if mode not in SELECT:
+            raise ValueError(f"unknown selection {mode!r}; valid: {', '.join(SELECT)}")
+        self.mode, self.patience = mode, patience
+        self.epoch, self.score, self.state, self.stopped_early = None, None, None, False
+
+    def update(self, epoch, model, score):
+        """Note the epoch's validation score; returns True when training should stop (patience)."""
+        if self.mode == "last":
+            self.epoch, self.score = epoch, score
+            return False
+        if self.score is None or score > self.score:
+            self.epoch, self.score = epoch, score
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self.stopped_early = self.patience is not None and epoch - self.epoch >= self.patience
+        return self.stopped_early
+
+    def restore(self, model):
+        """Load the kept epoch's weights into `model` (nothing to do for `last`)."""
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+    def describe(self):
+        return {"select": self.mode, "epoch": self.epoch, "val_f1_macro": self.score, "patience": self.patience,
+                "stopped_early": self.stopped_early}
 
 
 # ------------------------------------------------------------------------------------------------------------

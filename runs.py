@@ -6,8 +6,12 @@
     runs.write_atomic(path, lambda tmp: frame.to_csv(tmp))           # readers see the old file or the new one
 
 Layout under a grid folder (test_models.py --output-dir):
-    runs/<train_set>/<model>/<imbalance>/seed<k>/     one finished cell: record.json, checkpoint.pt,
-                                                      predictions_<test_set>.csv, confusion_<test_set>.csv/.png
+    runs/<train_set>/<model>/<imbalance>/lr<lr>/seed<k>/   one finished cell: record.json, checkpoint.pt,
+                                                           predictions_<test_set>.csv, confusion_<test_set>.csv/.png
+A cell is (train_set, model, imbalance, lr, seed); the learning rate is written with Python's "g" format
+(lr0.001, lr0.0001, lr3e-05). Records of the earlier layout, runs/<train_set>/<model>/<imbalance>/seed<k>/ (before
+the learning rate was a grid axis), are found too and marked LEGACY: they were made with the study's protocol
+(stored batch-norm statistics, the last epoch, no validation split) and the tables never mix them silently.
 A cell is finished when its folder exists: it is built in a hidden sibling (.seed<k>.tmp-<suffix>) and renamed
 into place (publish). Temporary names end in -<host>-<pid>-<8 hex> (temp_suffix): unique per process, and they
 say whose they are, so clean_stale removes those of dead processes on this host and leaves another machine's
@@ -19,6 +23,7 @@ alone (a shared file system may hold a run still working elsewhere). Hidden temp
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import uuid
@@ -33,9 +38,12 @@ RECORD = "record.json"
 CHECKPOINT = "checkpoint.pt"
 EXP_IMAGES = "Exp_images"  # grad_cams.py's output under the grid folder (the study's name), read by report.py
 SEED_DIR = re.compile(r"^seed(\d+)$")
+LR_DIR = re.compile(r"^lr(.+)$")
+LEGACY = "legacy"  # the protocol of records without one: stored BN statistics, last epoch, no validation
 TEMP_SUFFIX = re.compile(r"-(?P<host>[^/]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 # The order every table, figure and report lists cells in: sets and models as the study presents them.
 ORDERS = {"train_set": SETS, "test_set": SETS, "set": SETS, "model": MODEL_NAMES, "imbalance": IMBALANCE}
+KEYS = ("train_set", "model", "imbalance", "lr", "seed")  # a cell, in grid order
 
 
 class RecordError(Exception):
@@ -45,40 +53,84 @@ class RecordError(Exception):
 # ------------------------------------------------------------------------------------------------------------
 # cells and records
 
+def lr_name(lr):
+    return f"lr{lr:g}"
+
+
 def cell_name(cell):
-    """(train_set, model, imbalance, seed) -> 'train_set/model/imbalance/seed<k>'."""
-    train_set, model_name, imbalance, seed = cell
-    return f"{train_set}/{model_name}/{imbalance}/seed{seed}"
+    """(train_set, model, imbalance, lr, seed) -> 'train_set/model/imbalance/lr<lr>/seed<k>'."""
+    train_set, model_name, imbalance, lr, seed = cell
+    return f"{train_set}/{model_name}/{imbalance}/{lr_name(lr)}/seed{seed}"
 
 
 def cell_dir(output_dir, cell):
     return Path(output_dir) / RUNS / cell_name(cell)
 
 
+def cell_args(args, cell, test_sets, not_cell_args):
+    """The args of one cell, JSON-safe: the grid's args with its axes narrowed to this cell (lists of one, the
+    learning rate a number); `not_cell_args`: the grid's args that are no part of a cell (--shard, --force...)."""
+    train_set, model_name, imbalance, lr, seed = cell
+    out = {k: v for k, v in vars(args).items() if k not in not_cell_args}
+    out.update(datasets=[train_set], models=[model_name], imbalance=[imbalance], lr=lr, seeds=[seed],
+               test_sets=list(test_sets))
+    return out
+
+
+def cell_command(a):
+    """The test_models.py command line that reruns exactly this cell (with --force if it is already finished)."""
+    parts = ["python", "test_models.py"]
+    for key in ("data_dir", "output_dir", "datasets", "test_sets", "models", "imbalance", "lr", "seeds", "epochs",
+                "batch_size", "img_size", "augment", "weights", "bn_recalibrate", "select", "patience", "device",
+                "num_workers", "amp"):
+        value = a.get(key)
+        if value is None:
+            continue
+        value = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts += ["--" + key.replace("_", "-"), value]
+    return shlex.join(parts)
+
+
 def read_record(folder):
-    """The record.json of a finished cell folder."""
+    """The record.json of a finished cell folder; a record of the earlier layout gets its `lr` (from its args)
+    and `protocol` LEGACY."""
     path = Path(folder) / RECORD
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise RecordError(f"cannot read {path} ({type(e).__name__}: {e}): delete the folder {folder} and rerun "
                           "test_models.py to train that cell again") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"{path} is not a record of test_models.py: delete the folder {folder} and rerun it")
+    if "protocol" not in record:
+        record["protocol"] = {"name": LEGACY, "bn_recalibrate": "off", "select": "last", "val": False,
+                              "epoch": record.get("args", {}).get("epochs")}
+        record.setdefault("lr", record.get("args", {}).get("lr"))
+    return record
+
+
+def record_cell(record):
+    """The cell key of a record: (train_set, model, imbalance, lr, seed)."""
+    return tuple(record[k] for k in KEYS)
 
 
 def sort_key(record):
     """Grid order of a record: training set, model, imbalance strategy, seed."""
-    missing = [k for k in ("train_set", "model", "imbalance", "seed") if k not in record]
+    missing = [k for k in KEYS if k not in record]
     if missing:
         raise RecordError(f"a record.json under runs/ lacks {', '.join(missing)}: it was not written by "
                           "test_models.py; delete its cell folder and rerun test_models.py")
     return (rank(record["train_set"], SETS), rank(record["model"], MODEL_NAMES),
-            rank(record["imbalance"], IMBALANCE), record["seed"])
+            rank(record["imbalance"], IMBALANCE), record["lr"], record["protocol"]["name"] == LEGACY, record["seed"])
 
 
 def find_records(output_dir):
     """Finished cells under <output_dir>/runs: [(folder, record)] in grid order."""
-    found = [(path.parent, read_record(path.parent))
-             for path in Path(output_dir, RUNS).glob(f"*/*/*/seed*/{RECORD}") if SEED_DIR.match(path.parent.name)]
+    runs = Path(output_dir, RUNS)
+    paths = [p for p in runs.glob(f"*/*/*/seed*/{RECORD}") if SEED_DIR.match(p.parent.name)]  # legacy layout
+    paths += [p for p in runs.glob(f"*/*/*/lr*/seed*/{RECORD}")
+              if SEED_DIR.match(p.parent.name) and LR_DIR.match(p.parent.parent.name)]
+    found = [(path.parent, read_record(path.parent)) for path in paths]
     return sorted(found, key=lambda item: sort_key(item[1]))
 
 
@@ -173,7 +225,8 @@ def clean_stale(output_dir):
     """Remove what killed runs of any stage left in a grid folder on this host: temporary cell folders and the
     hidden temporary files of tables, figures, the report and Grad-CAM output."""
     out, runs = Path(output_dir), Path(output_dir, RUNS)
-    candidates = [*runs.glob("*/*/*/.seed*"), *runs.glob("*/*/*/seed*/.*"), *out.glob(".*.tmp-*"),
+    candidates = [*runs.glob("*/*/*/.seed*"), *runs.glob("*/*/*/seed*/.*"), *runs.glob("*/*/*/lr*/.seed*"),
+                  *runs.glob("*/*/*/lr*/seed*/.*"), *out.glob(".*.tmp-*"),
                   *out.glob("*/.*.tmp-*"), *out.glob("*/*/.*.tmp-*"), *out.glob("*/*/*/.*.tmp-*")]
     removed = remove_stale(list(dict.fromkeys(candidates)))
     if removed:

@@ -7,12 +7,16 @@
 
 A prepared set is a folder <data-dir>/<set>/ holding
     train/<Class>/*.png, test/<Class>/*.png   single-channel 8-bit PNGs (torchvision ImageFolder reads them)
+    val/<Class>/*.png                         the validation split, when prepared with --val-size > 0 (the
+                                              default); --val-size 0 gives the study's two splits and no val/
     masks/<split>/<Class>/*.png               exact ship masks, where the data has them (synthetic chips)
-    manifest.csv                              one row per chip, MANIFEST_COLUMNS, sorted by path
+    manifest.csv                              one row per chip, MANIFEST_COLUMNS, sorted by path (split:
+                                              train, val or test)
     summary.json, summary.txt                 counts per split and class, skipped chips with reasons
 <set> is one per dataset (fusar, opensarship) and `mixed`, the union of the per-dataset splits (train with
-train, test with test, never re-split). The manifest is the set's identity: it lists every chip with its
-sha1, so its own sha1 (manifest_sha1) changes when any chip does; records and caches are keyed by it.
+train, val with val, test with test, never re-split); no group (ship) is in two splits. The manifest is the
+set's identity: it lists every chip with its sha1, so its own sha1 (manifest_sha1) changes when any chip does;
+records and caches are keyed by it.
 """
 
 import csv
@@ -27,7 +31,7 @@ from cli import PREP_HINT
 
 SETS = ("fusar", "opensarship", "mixed")  # every set dataset_prep.py can write, in the study's order
 MIXED = "mixed"
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")  # val only in sets prepared with --val-size > 0
 MANIFEST = "manifest.csv"
 SUMMARY_JSON, SUMMARY_TXT = "summary.json", "summary.txt"
 MANIFEST_COLUMNS = (
@@ -68,6 +72,31 @@ def resolve_sets(requested, default, available, data_dir, what):
     return present
 
 
+def grid_sets(data_dir, datasets, test_sets):
+    """(training sets, test sets, {set: manifest sha1}) of a grid: the sets asked for (None: every prepared one),
+    checked to exist and to share one class list."""
+    data_dir = Path(data_dir)
+    available = prepared_sets(data_dir)
+    if not available:
+        raise SystemExit(f"nothing is prepared under {data_dir} (no <set>/{MANIFEST}): run python "
+                         "dataset_prep.py (or python dataset_prep.py --synthetic for the synthetic demo), or "
+                         "point --data-dir at the prepared sets")
+    train_sets = resolve_sets(datasets, SETS, available, data_dir, "training sets")
+    test_sets = resolve_sets(test_sets, available, available, data_dir, "test sets")
+    classes = {s: set_classes(data_dir / s) for s in dict.fromkeys(train_sets + test_sets)}
+    mismatched = [f"test set {te} has classes {classes[te]} but training set {tr} has {classes[tr]}"
+                  for tr in train_sets for te in test_sets if classes[te] != classes[tr]]
+    if mismatched:
+        raise SystemExit("; ".join(mismatched) + ": prepare every set with the same classes "
+                         "(dataset_prep.py), or leave the odd set out with --datasets / --test-sets")
+    return train_sets, test_sets, {s: manifest_sha1(data_dir / s) for s in classes}
+
+
+def has_split(set_dir, split):
+    """True when the set's manifest lists chips of `split` (a set prepared with --val-size 0 has no val)."""
+    return any(row["split"] == split for row in read_manifest(set_dir))
+
+
 def read_manifest_bytes(set_dir):
     path = Path(set_dir) / MANIFEST
     if not path.is_file():
@@ -101,9 +130,9 @@ def manifest_sha1(set_dir):
 
 
 def set_classes(set_dir):
-    """Sorted class names of a prepared set, from its manifest (both splits).
+    """Sorted class names of a prepared set, from its manifest (every split).
 
-    Taken over both splits, not from the folders of one split: if a test split happened to lack a class, an
+    Taken over every split, not from the folders of one split: if a test split happened to lack a class, an
     ImageFolder over it would renumber the remaining classes and every label after the gap would be wrong.
     """
     return sorted({row["class"] for row in read_manifest(set_dir)})

@@ -6,7 +6,8 @@ docstring).
     chips, skips, notes = splits.decode_all(jobs, {"Cargo", "Tanker"}, masks, staging, progress=False)
     chips, duplicates = splits.drop_duplicates(chips)
     splits.assign_groups(chips, "mmsi")                                          # sets chip.group
-    splits.split_groups(chips, test_size=0.2, seed=42)                           # sets chip.split
+    splits.split_groups(chips, test_size=0.2, seed=42, val_size=0.1)             # sets chip.split
+    splits.name_files(chips)                                                     # sets chip.file
 
 Every chip is a readers.Chip; jobs are (reader, source, chips); skips are (dataset, source, reason, detail).
 """
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 import readers
 from archives import READ_ERRORS, BadArchiveError
+from sets import MIXED, SPLITS
 
 # Two chips without MMSI in the GRD and SLC products of one acquisition are one ship when their metadata puts
 # their centres this close (GRD pixels are 10 m; AIS-to-SAR match errors in Ship.xml are tens of metres).
@@ -193,47 +195,90 @@ def assign_groups(chips, group_by):
             c.group = f"pos:{find(c.position)}"
 
 
-def split_groups(chips, test_size, seed):
-    """Set chip.split: a seeded, grouped split stratified by (dataset, class).
+def split_groups(chips, test_size, seed, val_size=0.0):
+    """Set chip.split (train, val, test): a seeded, grouped split stratified by (dataset, class).
 
-    Groups are visited in a seeded random order; a group goes to test when that lowers the summed distance of
-    every (dataset, class) test count from its target (test_size of the cell, at least one chip when the cell
-    has two groups or more). A group holding several classes or datasets moves as one.
+    Test first, exactly as without validation (the generator of `seed`): test_size of every (dataset, class)
+    cell. Then, with val_size > 0, val_size of each cell's training chips moves to val by the same rule from
+    the training groups alone, in an order of its own (the generator of [seed, 1]), so the test split is the one
+    val_size=0 gives and validation only takes from what was training data.
     """
     by_group = defaultdict(Counter)
     for c in chips:
         by_group[c.group][(c.dataset, c.cls)] += 1
+    side = _pick_groups(by_group, test_size, np.random.default_rng(seed), "test")
+    if val_size > 0:
+        training = {g: counts for g, counts in by_group.items() if side[g] == "train"}
+        side.update(_pick_groups(training, val_size, np.random.default_rng([seed, 1]), "val"))
+    for c in chips:
+        c.split = side[c.group]
+
+
+def _pick_groups(by_group, size, rng, picked):
+    """{group: `picked` or "train"}: groups visited in the order `rng` draws; a group is picked when that lowers
+    the summed distance of every (dataset, class) picked count from its target (size of the cell, at least one
+    chip when the cell has two groups or more). A group holding several classes or datasets moves as one."""
     totals, n_groups = Counter(), Counter()
     for counts in by_group.values():
         for cell, n in counts.items():
             totals[cell] += n
             n_groups[cell] += 1
-    target = {cell: (max(1, round(test_size * n)) if n_groups[cell] >= 2 else 0) for cell, n in totals.items()}
+    target = {cell: (max(1, round(size * n)) if n_groups[cell] >= 2 else 0) for cell, n in totals.items()}
     order = sorted(by_group)
-    order = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
-    test, side = Counter(), {}
+    order = [order[i] for i in rng.permutation(len(order))]
+    chosen, side = Counter(), {}
     for g in order:
         counts = by_group[g]
-        gain = sum(abs(test[cell] + n - target[cell]) - abs(test[cell] - target[cell]) for cell, n in counts.items())
-        side[g] = "test" if gain < 0 else "train"
+        gain = sum(abs(chosen[cell] + n - target[cell]) - abs(chosen[cell] - target[cell])
+                   for cell, n in counts.items())
+        side[g] = picked if gain < 0 else "train"
         if gain < 0:
-            test.update(counts)
-    # Every cell with two groups or more gets at least one group on each side: a test split without a class
-    # measures nothing for it, a train split without it cannot learn it.
+            chosen.update(counts)
+    # Every cell with two groups or more gets at least one group on each side: a test (or val) split without a
+    # class measures nothing for it, a train split without it cannot learn it.
     for cell in sorted(totals):
         if n_groups[cell] < 2:
             continue
-        for want, have in (("test", test[cell]), ("train", totals[cell] - test[cell])):
+        for want, have in ((picked, chosen[cell]), ("train", totals[cell] - chosen[cell])):
             if have == 0:
-                other = "train" if want == "test" else "test"
+                other = "train" if want == picked else picked
                 g = min((g for g in order if side[g] == other and cell in by_group[g]),
                         key=lambda g: by_group[g][cell])
                 side[g] = want
-                sign = 1 if want == "test" else -1
+                sign = 1 if want == picked else -1
                 for k, n in by_group[g].items():
-                    test[k] += sign * n
-    for c in chips:
-        c.split = side[c.group]
+                    chosen[k] += sign * n
+    return side
+
+
+def split_names(val_size):
+    """The splits a run writes, in order: train, val (only with val_size > 0), test."""
+    return SPLITS if val_size > 0 else tuple(s for s in SPLITS if s != "val")
+
+
+def val_notes(chips, set_names, val_size):
+    """Notes naming, per set, the classes without val chips (fewer than two training groups of the class)."""
+    if not val_size > 0:
+        return []
+    notes = []
+    for name in set_names:
+        mine = [c for c in chips if name == MIXED or c.dataset == name]
+        missing = sorted({c.cls for c in mine} - {c.cls for c in mine if c.split == "val"})
+        if missing:
+            notes.append(f"{name}: no val chips for {', '.join(missing)} (a class needs two or more training "
+                         f"groups (ships) to give one to val; --val-size {val_size:g})")
+    return notes
+
+
+def name_files(chips):
+    """chip.file = <dataset>_<chip name>.png, unique within its split and class folder."""
+    taken = set()
+    for c in sorted(chips, key=lambda c: (c.dataset, c.name, c.sha1)):
+        base = f"{c.dataset}_{c.name}"
+        if (c.split, c.cls, base) in taken:
+            base = f"{base}_{c.sha1[:8]}"
+        taken.add((c.split, c.cls, base))
+        c.file = base + ".png"
 
 
 def shared_group_notes(chips, present):

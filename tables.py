@@ -30,14 +30,18 @@ import pandas as pd  # noqa: E402
 
 import metrics  # noqa: E402
 import runs  # noqa: E402
-from engine import IMBALANCE  # noqa: E402
 from models import MODEL_NAMES  # noqa: E402
 from sets import SETS, ordered  # noqa: E402
 
-# The args a finished cell's results depend on besides its four keys: a rerun with other values must not
-# silently reuse it. Device, amp and workers are left out: a grid may be finished on another machine.
-TRAIN_SETTINGS = ("epochs", "batch_size", "lr", "img_size", "augment", "weights")
-KEYS = ("train_set", "test_set", "model", "imbalance", "seed")
+# The args a finished cell's results depend on besides its keys: a rerun with other values must not silently
+# reuse it. Device, amp and workers are left out: a grid may be finished on another machine.
+TRAIN_SETTINGS = ("epochs", "batch_size", "img_size", "augment", "weights", "bn_recalibrate", "select", "patience")
+KEYS = ("train_set", "test_set", "model", "imbalance", "lr", "seed")
+DEGENERATE_SHARE = 0.95  # one class predicted for more than this share of a test set's chips: a degenerate model
+# After the metrics: how the cell was trained and kept, whether its predictions are degenerate, and whether its
+# learning rate is the one chosen on validation (selected_lrs).
+PROTOCOL_COLUMNS = ("protocol", "bn_recalibrate", "select", "epoch", "val_f1_macro", "degenerate", "top_share",
+                    "selected")
 
 
 def _write_csv(frame, path, float_format):
@@ -77,24 +81,77 @@ def aggregate(output_dir):
         for test_set in sorted(rec["test_sets"], key=test_order.index):
             pred = pd.read_csv(folder / f"predictions_{test_set}.csv", keep_default_na=False,
                                dtype={"path": str, "true": str, "pred": str})
-            cell = {"train_set": rec["train_set"], "test_set": test_set, "model": rec["model"],
-                    "imbalance": rec["imbalance"], "seed": rec["seed"]}
-            scores.append({**cell, **metrics.score_row(pred["true"], pred["pred"], rec["classes"])})
+            cell = {k: rec[k] for k in KEYS if k != "test_set"}
+            cell = {"test_set": test_set, **cell, "protocol": rec["protocol"]["name"]}
+            row = {**cell, **metrics.score_row(pred["true"], pred["pred"], rec["classes"]), **protocol_row(rec)}
+            row["degenerate"], row["top_share"] = degenerate(pred["pred"], rec["classes"])
+            scores.append(row)
             predictions.append(pd.concat([pd.DataFrame(cell, index=pred.index), pred], axis=1))
-    scores = pd.DataFrame(scores).reindex(columns=list(KEYS) + metrics.score_columns(classes))
+    scores = pd.DataFrame(scores).reindex(columns=list(KEYS) + metrics.score_columns(classes)
+                                          + list(PROTOCOL_COLUMNS))
     for c in classes:  # counts stay integers even where a record lacks a class
         scores[f"{c}_support"] = scores[f"{c}_support"].astype("Int64")
+    scores["selected"] = selected_lrs(scores)
     predictions = pd.concat(predictions, ignore_index=True).reindex(
-        columns=list(KEYS) + ["path", "true", "pred"] + [f"prob_{c}" for c in classes])
-    runs.write_atomic(output_dir / "scores.csv", lambda p: _write_csv(scores, p, "%.2f"))
-    runs.write_atomic(output_dir / "predictions.csv", lambda p: _write_csv(predictions, p, "%.6f"))
+        columns=list(KEYS) + ["protocol", "path", "true", "pred"] + [f"prob_{c}" for c in classes])
+    lr_text = {"lr": lambda f: f["lr"].map(lambda v: f"{v:g}")}  # 3e-05, not the metrics' two decimals
+    runs.write_atomic(output_dir / "scores.csv", lambda p: _write_csv(scores.assign(**lr_text), p, "%.2f"))
+    runs.write_atomic(output_dir / "predictions.csv",
+                      lambda p: _write_csv(predictions.assign(**lr_text), p, "%.6f"))
     text = results_text(records, scores, output_dir)
     runs.write_atomic(output_dir / "results.txt", lambda p: p.write_text(text))
     figures = plot_figures(scores, classes, output_dir / "figures")
+    if not scores.selected.all():
+        print("figures leave out the learning rates not chosen on validation (scores.csv column selected); where "
+              "several rates were trained without a validation split none is chosen: prepare one "
+              "(dataset_prep.py --val-size) to compare them")
     print(f"tables: {output_dir / 'scores.csv'} ({len(scores)} rows), {output_dir / 'predictions.csv'} "
           f"({len(predictions)} rows), {output_dir / 'results.txt'}; figures: "
           f"{', '.join(str(f) for f in figures)}")
     return scores
+
+
+def protocol_row(record):
+    """How a cell was trained and which epoch it kept (runs.read_record gives earlier records the LEGACY one)."""
+    p = record["protocol"]
+    return {"bn_recalibrate": p["bn_recalibrate"], "select": p["select"], "epoch": p.get("epoch"),
+            "val_f1_macro": p.get("val_f1_macro")}
+
+
+def degenerate(pred, classes):
+    """(True when one class takes more than DEGENERATE_SHARE of the predictions, its share in percent), from the
+    predicted class names."""
+    share = pd.Series(list(pred)).value_counts(normalize=True).max() if len(pred) else 0.0
+    return bool(share > DEGENERATE_SHARE), round(100.0 * float(share), 2)
+
+
+def selected_lrs(scores):
+    """True for the rows whose learning rate is the one chosen for their (training set, model, imbalance,
+    protocol): the highest mean validation macro-F1 over seeds (ties: the smaller rate). Where there is one rate
+    it is chosen; where there are several and no validation score, none is (nothing is chosen by a test score)."""
+    group = ["train_set", "model", "imbalance", "protocol"]
+    per_lr = scores.groupby(group + ["lr"], dropna=False)["val_f1_macro"].mean().reset_index()
+    chosen = set()
+    for key, rows in per_lr.groupby(group, dropna=False):
+        if len(rows) == 1:
+            chosen.add((*key, rows["lr"].iloc[0]))
+        elif rows["val_f1_macro"].notna().all():
+            best = rows.sort_values(["val_f1_macro", "lr"], ascending=[False, True]).iloc[0]
+            chosen.add((*key, best["lr"]))
+    return [tuple(r) in chosen for r in scores[group + ["lr"]].itertuples(index=False)]
+
+
+def epoch_line(h, epochs):
+    """One epoch of a record's history: training loss and accuracy (train mode, as the bar showed it), eval-mode
+    accuracy on a fixed subset of the training split, and the validation scores where there are any."""
+    line = f"epoch {h['epoch']:>3}/{epochs}  loss {h['loss']:.4f}  accuracy {h['accuracy']:.2f}"
+    if "train_eval_accuracy" in h:
+        line += f"  eval-mode accuracy {h['train_eval_accuracy']:.2f}"
+    if "val" in h:
+        v = h["val"]
+        line += (f"  | val macro-F1 {v['f1_macro']:.2f} balanced accuracy {v['balanced_accuracy']:.2f} "
+                 f"loss {v['loss']:.4f}")
+    return line
 
 
 def results_text(records, scores, output_dir):
@@ -115,28 +172,33 @@ def results_text(records, scores, output_dir):
              "Metrics in percent (scikit-learn, from the per-chip predictions); confusion rows are the true "
              + "classes, columns the predicted ones.", ""]
     for folder, rec in records:
-        a = rec["args"]
+        a, p = rec["args"], rec["protocol"]
         lines += [f"== train {rec['train_set']} | model {rec['model']} | imbalance {rec['imbalance']} | "
-                  + f"seed {rec['seed']} ==",
+                  + f"lr {rec['lr']:g} | seed {rec['seed']} ==",
                   "configuration: " + " ".join(f"{k}={a.get(k)}" for k in TRAIN_SETTINGS)
                   + f" device={rec.get('device')} amp={rec.get('amp')}",
+                  f"protocol: {p['name']}" + (" (an earlier record: stored batch-norm statistics, last epoch, no "
+                                              "validation)" if p["name"] == runs.LEGACY else
+                                              f"; kept epoch {p['epoch']} of {len(rec['history'])}"
+                                              + (f" (val macro-F1 {p['val_f1_macro']:.2f})" if p.get("val") else "")
+                                              + (f"; {p['frozen_bn']}" if p.get("frozen_bn") else "")),
                   f"training chips: {rec.get('n_train')} ("
                   + ", ".join(f"{c} {n}" for c, n in rec.get("train_counts", {}).items()) + ")"
                   + (f"; class weights {[round(w, 3) for w in rec['class_weights']]}"
                      if rec.get("class_weights") else ""),
                   f"reproduce: {rec.get('command', '')}"]
-        for h in rec["history"]:
-            lines.append(f"epoch {h['epoch']:>3}/{a.get('epochs')}  loss {h['loss']:.4f}  "
-                         f"accuracy {h['accuracy']:.2f}")
+        lines += [epoch_line(h, a.get("epochs")) for h in rec["history"]]
         lines.append(f"training {rec['train_seconds']:.1f} s, evaluation {rec['eval_seconds']:.1f} s, "
                      f"finished {rec['finished']}")
         for test_set in rec["test_sets"]:
-            row = scores[(scores.train_set == rec["train_set"]) & (scores.test_set == test_set)
-                         & (scores.model == rec["model"]) & (scores.imbalance == rec["imbalance"])
-                         & (scores.seed == rec["seed"])].iloc[0]
+            row = scores[(scores.test_set == test_set) & (scores.protocol == p["name"])
+                         & (scores[[k for k in KEYS if k != "test_set"]] == [rec[k] for k in KEYS if k != "test_set"])
+                         .all(axis=1)].iloc[0]
             lines.append(f"-- test {test_set} (n={row['n']}): accuracy {row['accuracy']:.2f}, balanced "
                          f"accuracy {row['balanced_accuracy']:.2f}, F1 weighted {row['f1_weighted']:.2f}, "
-                         f"F1 macro {row['f1_macro']:.2f}")
+                         f"F1 macro {row['f1_macro']:.2f}"
+                         + (f"; DEGENERATE: one class for {row['top_share']:.1f} % of the chips" if row["degenerate"]
+                            else ""))
             width = max(len(c) for c in rec["classes"]) + 2
             lines.append("   " + "class".ljust(width) + "precision   recall       F1  support")
             for c in rec["classes"]:
@@ -228,24 +290,27 @@ def plot_per_class(mean, models, train_sets, test_sets, classes, note, path):
 
 
 def plot_figures(scores, classes, figure_dir):
-    """Per imbalance strategy, mean over seeds: figures/cross_dataset_f1_macro_<imbalance>.png and
-    figures/per_class_f1_<imbalance>.png. Returns the paths written."""
+    """Per imbalance strategy (and protocol, where earlier LEGACY records sit beside new ones), mean over seeds
+    of the rows with the selected learning rate: figures/cross_dataset_f1_macro_<imbalance>[_legacy].png and
+    figures/per_class_f1_<imbalance>[_legacy].png. Returns the paths written."""
     figure_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for imbalance in ordered(scores["imbalance"], IMBALANCE):
-        sub = scores[scores.imbalance == imbalance]
+    chosen = scores[scores.selected]
+    for (imbalance, legacy), sub in chosen.groupby([chosen.imbalance, chosen.protocol == runs.LEGACY], sort=False):
         models = ordered(sub["model"], MODEL_NAMES)
         train_sets = ordered(sub["train_set"], SETS)
         test_sets = ordered(sub["test_set"], SETS)
         mean = sub.groupby(["model", "train_set", "test_set"]).mean(numeric_only=True)
         seeds = sub.groupby(["model", "train_set", "test_set"])["seed"].nunique()
         n_seeds = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
-        note = f"imbalance: {imbalance}; mean over {n_seeds} seed(s)"
-        path = figure_dir / f"cross_dataset_f1_macro_{imbalance}.png"
+        lrs = ", ".join(f"{lr:g}" for lr in sorted(sub["lr"].unique()))
+        note = f"imbalance: {imbalance}; lr {lrs} (chosen on validation); mean over {n_seeds} seed(s)" \
+            + ("; earlier records: stored BN statistics, last epoch" if legacy else "")
+        suffix = f"{imbalance}_legacy" if legacy else imbalance
+        path = figure_dir / f"cross_dataset_f1_macro_{suffix}.png"
         plot_cross_dataset(mean, models, train_sets, test_sets, note, path)
         written.append(path)
-        path = figure_dir / f"per_class_f1_{imbalance}.png"
+        path = figure_dir / f"per_class_f1_{suffix}.png"
         plot_per_class(mean, models, train_sets, test_sets, classes, note, path)
         written.append(path)
     return written
-

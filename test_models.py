@@ -55,7 +55,6 @@ features computed once per chip and augmentation view (features.py). bench.py me
 import argparse
 import itertools
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -73,13 +72,14 @@ import runs
 import sets
 import tables
 from cli import HelpFormatter, add_shared, comma_list, float_in, int_at_least
-from models import MODEL_NAMES, WEIGHT_CHOICES, WeightsUnavailableError, build_model, checkpoint, load_trained
+from models import (MODEL_NAMES, WEIGHT_CHOICES, WeightsUnavailableError, build_model, checkpoint, load_trained,
+                    state_sha1)
 
 # The study's recipe (docs/reference-study.md): Adam, lr 0.001, 10 epochs, batch 64, 224 x 224, horizontal flip,
 # ImageNet weights for VGG and ResNet, one seed, no rebalancing.
 EPOCHS = 10
 BATCH_SIZE = 64
-LR = 0.001
+LR = [0.001]
 IMG_SIZE = 224
 AUGMENT = "flip"
 WEIGHTS = "imagenet"
@@ -108,10 +108,19 @@ def get_args_parser(add_help=True):
     parser.add_argument("--batch-size", type=int_at_least(2), default=BATCH_SIZE,
                         help="the global batch: under torchrun each of the N processes trains on batch / N "
                              "chips a step (N must divide it)")
-    parser.add_argument("--lr", type=float_in(0, float("inf"), low_open=True), default=LR,
-                        help="Adam learning rate")
+    parser.add_argument("--lr", type=comma_list(cast=float_in(0, float("inf"), low_open=True), what="rate"),
+                        default=LR, help="Adam learning rates, comma-separated: a grid axis (runs/.../lr<lr>/)")
     parser.add_argument("--img-size", type=int_at_least(1), default=IMG_SIZE,
                         help="every chip is resized whole to this square")
+    parser.add_argument("--bn-recalibrate", default="on", choices=("on", "off"),
+                        help="on: batch-norm statistics recomputed over the training split with the weights they "
+                             "are used with, after every epoch (precise BN); off: the running averages training "
+                             "leaves, as the study evaluated")
+    parser.add_argument("--select", default=None, choices=engine.SELECT,
+                        help="the epoch a cell keeps: best = highest validation macro-F1 (ties: the earlier), last "
+                             "= the last epoch (default: best when the training set has a val split, else last)")
+    parser.add_argument("--patience", type=int_at_least(1), default=None,
+                        help="with --select best, stop after this many epochs without improvement (default: off)")
     parser.add_argument("--augment", default=AUGMENT, choices=data.AUGMENTATIONS,
                         help="training augmentation: none, flip (random horizontal flip, the study), "
                              "flip+rot90 (also a random multiple of 90 degrees)")
@@ -147,51 +156,38 @@ def get_args_parser(add_help=True):
 # ------------------------------------------------------------------------------------------------------------
 # one cell
 
-def cell_args(args, cell, test_sets):
-    """The args of one cell, JSON-safe: the grid's args with the four axes narrowed to this cell."""
-    train_set, model_name, imbalance, seed = cell
-    # a cell is the same in any shard: --shard is not one of its args
-    out = {k: v for k, v in vars(args).items() if k not in NOT_CELL_ARGS}
-    out.update(datasets=[train_set], models=[model_name], imbalance=[imbalance], seeds=[seed],
-               test_sets=list(test_sets))
-    return out
-
-
-def cell_command(a):
-    """The command line that reruns exactly this cell (with --force if it is already finished)."""
-    parts = ["python", "test_models.py"]
-    for key in ("data_dir", "output_dir", "datasets", "test_sets", "models", "imbalance", "seeds", "epochs",
-                "batch_size", "lr", "img_size", "augment", "weights", "device", "num_workers", "amp"):
-        value = a[key]
-        value = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        parts += ["--" + key.replace("_", "-"), value]
-    return shlex.join(parts)
+def split_probs(model, cache, set_name, split, args, device, precision, index=None):
+    """Softmax probabilities (N, K) of a split's chips (the rows `index` of it, all when None) on rank 0, None on
+    the other ranks. Under torchrun each rank evaluates its own chips (rank, rank + W, ...: every chip exactly
+    once) and rank 0 gathers them back into the split's order. Frozen backbones: the head over the split's
+    backbone features, computed once (features.py)."""
+    _, images, labels = cache.get(set_name, split)
+    if index is not None:
+        images, labels = images[index], labels[index]
+    part, world = distributed.rank_slice(), distributed.world_size()
+    key = (set_name, split if index is None else f"{split}[{len(labels)}]")
+    net, batches = cache.features.wrap(model, data.Batches(images[part], labels[part], args.batch_size // world),
+                                       key)
+    return distributed.gather_rows(engine.evaluate(net, batches, device, precision), len(labels))
 
 
 def evaluate_sets(model, folder, title, test_sets, classes, cache, args, device, precision):
-    """Evaluate on every test set, writing its files into `folder`: {name: {n, metrics}}.
-
-    Under torchrun each rank evaluates its own chips (rank, rank + W, ...: every chip exactly once), rank 0
-    gathers them back into the split's order and alone writes; every rank returns rank 0's results.
-    """
+    """Evaluate on every test set, rank 0 writing its files into `folder`: {name: {n, metrics, degenerate,
+    top_share}}, the same on every rank."""
     results = {}
-    part, world = distributed.rank_slice(), distributed.world_size()
     for name in test_sets:
-        arrays, images, labels = cache.get(name, "test")
-        # frozen backbones: the head over this set's backbone features, computed once (features.py)
-        net, batches = cache.features.wrap(model, data.Batches(images[part], labels[part],
-                                                               args.batch_size // world), (name, "test"))
-        probs = engine.evaluate(net, batches, device, precision)
-        probs = distributed.gather_rows(probs, len(labels))
+        probs = split_probs(model, cache, name, "test", args, device, precision)
         if distributed.is_main():
+            arrays = cache.get(name, "test")[0]
             row = tables.write_test_results(folder, title, name, classes, arrays.paths, arrays.labels, probs)
-            results[name] = {"n": row["n"], "metrics": row}
+            flag, share = tables.degenerate(np.asarray(classes)[probs.argmax(1)], classes)
+            results[name] = {"n": row["n"], "metrics": row, "degenerate": flag, "top_share": share}
     return distributed.broadcast(results)
 
 
 def training_batches(cell, arrays, images, labels, args):
     """The cell's shuffled, augmented training batches (this rank's share under torchrun)."""
-    train_set, _, imbalance, seed = cell
+    train_set, _, imbalance, _, seed = cell
     rank, world = distributed.rank(), distributed.world_size()
     order_gen, aug_gen = engine.cell_generators(seed)
     if rank:  # the same order on every rank, its own augmentation and dropout draws (distributed.py)
@@ -209,14 +205,41 @@ def training_batches(cell, arrays, images, labels, args):
     return batches
 
 
-def train_cell(cell, model, arrays, images, labels, cache, args, device, precision):
-    """Train a fresh model in place for args.epochs; returns (history, seconds, class weights)."""
-    train_set, _, imbalance, _ = cell
-    optimizer = engine.make_optimizer(model, args.lr)
+def in_order(images, labels, args):
+    """This rank's share of a split in its fixed order, unaugmented: what batch-norm statistics are computed on."""
+    part = distributed.rank_slice()
+    return data.Batches(images[part], labels[part], args.batch_size // distributed.world_size())
+
+
+def epoch_checks(model, cell, cache, args, device, precision, has_val):
+    """After an epoch, in eval mode: accuracy on a fixed subset of the training split (at most TRAIN_EVAL_CHIPS,
+    evenly spaced) and, with a val split, its macro-F1, balanced accuracy and loss. The same on every rank."""
+    train_set = cell[0]
+    arrays = cache.get(train_set, "train")[0]
+    probe = np.unique(np.linspace(0, len(arrays.labels) - 1, engine.TRAIN_EVAL_CHIPS).round().astype(np.int64))
+    out = {}
+    probs = split_probs(model, cache, train_set, "train", args, device, precision, torch.from_numpy(probe))
+    if distributed.is_main():
+        out["train_eval_accuracy"] = round(100.0 * float((probs.argmax(1) == arrays.labels[probe]).mean()), 2)
+    if has_val:
+        probs = split_probs(model, cache, train_set, "val", args, device, precision)
+        if distributed.is_main():
+            out["val"] = engine.split_scores(probs, cache.get(train_set, "val")[0].labels, arrays.classes)
+    return distributed.broadcast(out)
+
+
+def train_cell(cell, model, arrays, images, labels, cache, args, device, precision, has_val):
+    """Train a fresh model in place: every epoch, then precise batch-norm statistics (--bn-recalibrate on), the
+    eval-mode checks, and the selection; the kept epoch's weights are loaded at the end.
+    Returns (history, seconds, class weights, selection)."""
+    train_set, _, imbalance, lr, _ = cell
+    optimizer = engine.make_optimizer(model, lr)
     scaler = precision.scaler()
     criterion, weights = engine.make_criterion(imbalance, arrays.labels, len(arrays.classes))
     criterion = criterion.to(device)
     batches = training_batches(cell, arrays, images, labels, args)
+    layers = engine.bn_layers(model) if args.bn_recalibrate == "on" else []
+    selection = engine.Selection(args.select or ("best" if has_val else "last"), args.patience)
     history = []
     start = time.perf_counter()  # the training time includes computing cached backbone features
     # frozen backbones: the head trains on backbone features computed once per chip and view, replaying
@@ -228,16 +251,39 @@ def train_cell(cell, model, arrays, images, labels, cache, args, device, precisi
     for epoch in range(1, args.epochs + 1):
         loss, acc = engine.train_one_epoch(net, criterion, optimizer, scaler, batches, device, precision,
                                            f"{runs.cell_name(cell)} epoch {epoch}/{args.epochs}")
-        history.append({"epoch": epoch, "loss": round(loss, 6), "accuracy": round(acc, 2)})
-    distributed.broadcast_buffers(model)  # every rank evaluates the model rank 0 saves (batch-norm stats)
+        engine.recalibrate_bn(model, layers, in_order(images, labels, args), device, precision)
+        history.append({"epoch": epoch, "loss": round(loss, 6), "accuracy": round(acc, 2),
+                        **epoch_checks(model, cell, cache, args, device, precision, has_val)})
+        if selection.update(epoch, model, history[-1]["val"]["f1_macro"] if has_val else None):
+            break
+    selection.restore(model)
+    if not layers:
+        distributed.broadcast_buffers(model)  # every rank evaluates the model rank 0 saves (batch-norm stats)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return history, time.perf_counter() - start, weights
+    return history, time.perf_counter() - start, weights, selection
+
+
+def fresh_model(cell, classes, images, labels, args, device, precision):
+    """The cell's model, built right after seeding (the cell depends on nothing that ran before it); a frozen
+    backbone with random weights gets batch-norm statistics from one pass over the training split (its default
+    statistics, 0 and 1, make a random ResNet's activations blow up). Returns (model, init sha1, note)."""
+    engine.seed_everything(cell[4])
+    model = build_model(cell[1], len(classes), args.weights)
+    init_sha1 = state_sha1(model)
+    # channels-last on CUDA: the layout tensor cores want; on the CPU the default layout
+    model = model.to(device, memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)
+    layers = engine.bn_layers(model.backbone, trainable_only=False) \
+        if model.frozen_backbone and args.weights == "none" else []
+    engine.recalibrate_bn(model.backbone, layers, in_order(images, labels, args), device, precision)
+    note = f"statistics of the {len(layers)} batch-norm layers of the random frozen backbone from one pass over " \
+        "the training split" if layers else None
+    return model, init_sha1, note
 
 
 def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
     """Train one cell from scratch and write its record folder atomically; returns the record."""
-    train_set, model_name, imbalance, seed = cell
+    train_set, model_name, imbalance, lr, seed = cell
     final = runs.cell_dir(args.output_dir, cell)
     tag = runs.temp_suffix()
     tmp = final.parent / f".{final.name}.tmp{tag}"
@@ -246,15 +292,11 @@ def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
         tmp.mkdir()
     try:
         arrays, images, labels = cache.get(train_set, "train")
-        classes = arrays.classes
-        engine.seed_everything(seed)  # right before the model is built: the cell depends on nothing before it
-        model = build_model(model_name, len(classes), args.weights)
-        init_sha1 = features.state_sha1(model)
-        # channels-last on CUDA: the layout tensor cores want; on the CPU the default layout
-        model = model.to(device, memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)
-        history, train_seconds, weights = train_cell(cell, model, arrays, images, labels, cache, args, device,
-                                                     precision)
-        a = cell_args(args, cell, test_sets)
+        classes, has_val = arrays.classes, sets.has_split(Path(args.data_dir) / train_set, "val")
+        model, init_sha1, frozen_note = fresh_model(cell, classes, images, labels, args, device, precision)
+        history, train_seconds, weights, selection = train_cell(cell, model, arrays, images, labels, cache, args,
+                                                                device, precision, has_val)
+        a = runs.cell_args(args, cell, test_sets, NOT_CELL_ARGS)
         if distributed.rank() == 0:  # `model` is the module inside DDP: no "module." prefix
             torch.save(checkpoint(model, model_name, classes, args.img_size, args.weights, seed, a),
                        tmp / runs.CHECKPOINT)
@@ -262,8 +304,11 @@ def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
         results = evaluate_sets(model, tmp, runs.cell_name(cell), test_sets, classes, cache, args, device,
                                 precision)
         record = {
-            "train_set": train_set, "model": model_name, "imbalance": imbalance, "seed": seed,
-            "classes": classes, "args": a, "command": cell_command(a), "history": history,
+            "train_set": train_set, "model": model_name, "imbalance": imbalance, "lr": lr, "seed": seed,
+            "classes": classes, "args": a, "command": runs.cell_command(a), "history": history,
+            "protocol": {"name": f"bn {args.bn_recalibrate}, {selection.mode}", "bn_recalibrate": args.bn_recalibrate,
+                         "bn_layers": len(engine.bn_layers(model)) if args.bn_recalibrate == "on" else 0,
+                         "val": has_val, "frozen_bn": frozen_note, **selection.describe()},
             "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - start, 3),
             **env, "amp": precision.describe(), "init_sha1": init_sha1,
             "n_train": len(arrays.labels),
@@ -327,25 +372,6 @@ def check_finished(record, args, cell, manifests):
 # ------------------------------------------------------------------------------------------------------------
 # the grid
 
-def grid_sets(args):
-    """(training sets, test sets, {set: manifest sha1}) of the prepared sets under --data-dir."""
-    data_dir = Path(args.data_dir)
-    available = sets.prepared_sets(data_dir)
-    if not available:
-        raise SystemExit(f"nothing is prepared under {data_dir} (no <set>/{sets.MANIFEST}): run python "
-                         "dataset_prep.py (or python dataset_prep.py --synthetic for the synthetic demo), or "
-                         "point --data-dir at the prepared sets")
-    train_sets = sets.resolve_sets(args.datasets, sets.SETS, available, data_dir, "training sets")
-    test_sets = sets.resolve_sets(args.test_sets, available, available, data_dir, "test sets")
-    classes = {s: sets.set_classes(data_dir / s) for s in dict.fromkeys(train_sets + test_sets)}
-    mismatched = [f"test set {te} has classes {classes[te]} but training set {tr} has {classes[tr]}"
-                  for tr in train_sets for te in test_sets if classes[te] != classes[tr]]
-    if mismatched:
-        raise SystemExit("; ".join(mismatched) + ": prepare every set with the same classes "
-                         "(dataset_prep.py), or leave the odd set out with --datasets / --test-sets")
-    return train_sets, test_sets, {s: sets.manifest_sha1(data_dir / s) for s in classes}
-
-
 def finished_cells(cells, args, manifests):
     """{cell: record} of the cells already finished (none with --force), checked against the args."""
     try:
@@ -362,10 +388,11 @@ def finished_cells(cells, args, manifests):
 def describe_grid(args, train_sets, test_sets, grid, cells, todo, device, precision):
     shard = f" (shard {args.shard[0]}/{args.shard[1]}: {len(cells)} of them)" if args.shard else ""
     print(f"grid: {len(train_sets)} training set(s) x {len(args.models)} model(s) x {len(args.imbalance)} "
-          f"imbalance strateg{'y' if len(args.imbalance) == 1 else 'ies'} x {len(args.seeds)} seed(s) = "
-          f"{len(grid)} cells{shard}, {todo} to train; tested on {', '.join(test_sets)}")
-    print(f"settings: epochs={args.epochs} batch_size={args.batch_size} Adam lr={args.lr} "
-          f"img_size={args.img_size} augment={args.augment} weights={args.weights}; device {device}, "
+          f"imbalance strateg{'y' if len(args.imbalance) == 1 else 'ies'} x {len(args.lr)} learning rate(s) x "
+          f"{len(args.seeds)} seed(s) = {len(grid)} cells{shard}, {todo} to train; tested on {', '.join(test_sets)}")
+    print(f"settings: epochs={args.epochs} batch_size={args.batch_size} Adam img_size={args.img_size} "
+          f"augment={args.augment} weights={args.weights} bn-recalibrate={args.bn_recalibrate} "
+          f"select={args.select or 'best where a val split exists, else last'}; device {device}, "
           f"mixed precision {precision.describe()}; output {args.output_dir}"
           + (f"; {distributed.world_size()} processes (DDP)" if distributed.world_size() > 1 else ""))
 
@@ -399,8 +426,10 @@ def run_grid(cells, finished, test_sets, manifests, args, device, precision):
         last = record["history"][-1]
         tests = ", ".join(f"{t} {r['metrics']['accuracy']:.1f}/{r['metrics']['f1_macro']:.1f}"
                           for t, r in record["test_sets"].items())
-        print(f"[{index}/{len(cells)}] {runs.cell_name(cell)}: {args.epochs} epoch(s) in "
-              f"{record['train_seconds']:.1f} s, loss {last['loss']:.3f}, train acc {last['accuracy']:.1f}; "
+        kept = record["protocol"]
+        print(f"[{index}/{len(cells)}] {runs.cell_name(cell)}: {len(record['history'])} epoch(s) in "
+              f"{record['train_seconds']:.1f} s, loss {last['loss']:.3f}, train acc {last['accuracy']:.1f} "
+              f"(eval mode {last['train_eval_accuracy']:.1f}); kept epoch {kept['epoch']} ({kept['select']}); "
               f"test acc/macro-F1 {tests} | {len(durations)}/{todo} trained, {eta}", flush=True)
 
 
@@ -419,8 +448,12 @@ def main(args):
     device = distributed.setup(engine.resolve_device(args.device))  # under torchrun: joins the process group
     distributed.local_batch(args.batch_size, distributed.world_size())  # --batch-size is the global batch
     precision = engine.Precision(args.amp, device)
-    train_sets, test_sets, manifests = grid_sets(args)
-    grid = list(itertools.product(train_sets, args.models, args.imbalance, args.seeds))
+    train_sets, test_sets, manifests = sets.grid_sets(args.data_dir, args.datasets, args.test_sets)
+    no_val = [s for s in train_sets if not sets.has_split(Path(args.data_dir) / s, "val")]
+    if args.select == "best" and no_val:
+        raise SystemExit(f"--select best needs a validation split, and {', '.join(no_val)} has none: prepare it "
+                         "with dataset_prep.py --val-size 0.1 (the default), or use --select last")
+    grid = list(itertools.product(train_sets, args.models, args.imbalance, args.lr, args.seeds))
     cells = distributed.shard_cells(grid, args.shard)
     if not cells:
         print(f"shard {args.shard[0]}/{args.shard[1]} has no cells: the grid has {len(grid)}, fewer than "

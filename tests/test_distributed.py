@@ -102,7 +102,7 @@ def ddp(tmp_path_factory):
     deadline = time.monotonic() + 150
     try:
         while killed.poll() is None and time.monotonic() < deadline:
-            temp = list(out.glob("runs/fusar/fine_vgg/none/.seed42.tmp-*"))
+            temp = list(out.glob("runs/fusar/fine_vgg/none/lr0.001/.seed42.tmp-*"))
             if temp:  # rank 0 has started the cell: its partner dies without warning
                 pids = worker_pids(str(out))
                 os.kill(pids[1], signal.SIGKILL)
@@ -111,8 +111,8 @@ def ddp(tmp_path_factory):
     finally:
         finish(killed, out, timeout=120)
     left = {"returncode": killed.returncode, "temp": temp, "pids": pids,
-            "fine_vgg": sorted(p.name for p in out.glob("runs/fusar/fine_vgg/none/*")),
-            "cnn": sorted(p.name for p in out.glob("runs/fusar/cnn/none/seed42/*")),
+            "fine_vgg": sorted(p.name for p in out.glob("runs/fusar/fine_vgg/none/lr0.001/*")),
+            "cnn": sorted(p.name for p in out.glob("runs/fusar/cnn/none/lr0.001/seed42/*")),
             "tables": sorted(p.name for p in out.glob("*"))}
 
     write_tiny_prepared(prepared, sets=("opensarship",), counts=COUNTS)
@@ -145,7 +145,7 @@ def test_killed_rank_leaves_no_partial_record(ddp):
     assert left["tables"] == ["runs"]
     # the rerun removed the leftovers, kept the finished cell and trained the interrupted one
     assert not list(ddp["out"].glob("runs/*/*/*/.seed*"))
-    assert "fusar/cnn/none/seed42: finished earlier, skipped (--force retrains it); evaluated on " \
+    assert "fusar/cnn/none/lr0.001/seed42: finished earlier, skipped (--force retrains it); evaluated on " \
         "opensarship" in ddp["stdout"]
 
 
@@ -153,14 +153,14 @@ def test_two_processes_write_one_record_per_cell_and_print_once(ddp):
     out = ddp["out"]
     records = sorted(p.parent.relative_to(out / "runs").as_posix()
                      for p in out.glob("runs/*/*/*/*/record.json"))
-    assert records == [f"fusar/{m}/none/seed42" for m in MODELS]
+    assert records == [f"fusar/{m}/none/lr0.001/seed42" for m in MODELS]
     assert ddp["stdout"].count("grid: 1 training set(s)") == 1  # rank 1's stdout is silenced
     assert "; 2 processes (DDP)" in ddp["stdout"]
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == 4 and list(scores.n) == [11] * 4
     assert set(zip(scores.model, scores.test_set)) == {(m, t) for m in MODELS for t in TEST_SETS}
     for model in MODELS:
-        record = json.loads((out / f"runs/fusar/{model}/none/seed42/record.json").read_text())
+        record = json.loads((out / f"runs/fusar/{model}/none/lr0.001/seed42/record.json").read_text())
         assert record["processes"] == 2 and record["args"]["batch_size"] == 64
         assert record["n_train"] == 16 and {t: r["n"] for t, r in record["test_sets"].items()} == \
             dict.fromkeys(TEST_SETS, 11)
@@ -170,7 +170,7 @@ def test_predictions_cover_every_test_chip_once_with_metrics_from_them(ddp):
     for model, test_set in [(m, t) for m in MODELS for t in TEST_SETS]:
         manifest = read_str(ddp["prepared"] / test_set / "manifest.csv")
         manifest = manifest[manifest.split == "test"]
-        folder = ddp["out"] / f"runs/fusar/{model}/none/seed42"
+        folder = ddp["out"] / f"runs/fusar/{model}/none/lr0.001/seed42"
         pred = read_str(folder / f"predictions_{test_set}.csv")
         assert list(pred.path) == list(manifest.path)  # every chip once, in the split's order
         assert list(pred["true"]) == list(manifest["class"])
@@ -184,7 +184,7 @@ def test_predictions_cover_every_test_chip_once_with_metrics_from_them(ddp):
 def test_checkpoint_is_the_module_and_reproduces_the_gathered_predictions(ddp):
     for model_name, test_set in [(m, t) for m in MODELS for t in TEST_SETS]:
         split = data.load_split(ddp["prepared"] / test_set, "test", 32, cache=False)
-        folder = ddp["out"] / f"runs/fusar/{model_name}/none/seed42"
+        folder = ddp["out"] / f"runs/fusar/{model_name}/none/lr0.001/seed42"
         ckpt = torch.load(folder / "checkpoint.pt", weights_only=True)
         state = ckpt["model"] if "model" in ckpt else ckpt["head"]  # a frozen model saves its head alone
         assert not [k for k in state if k.startswith("module.")]
@@ -198,7 +198,7 @@ def test_checkpoint_is_the_module_and_reproduces_the_gathered_predictions(ddp):
         assert np.allclose(probs, saved[[f"prob_{c}" for c in CLASSES]].to_numpy(), atol=2e-6), \
             (model_name, test_set)
     # the frozen model under DDP: its backbone is untouched, its head trained
-    trained = load_trained(ddp["out"] / "runs/fusar/fine_vgg/none/seed42/checkpoint.pt")[0].state_dict()
+    trained = load_trained(ddp["out"] / "runs/fusar/fine_vgg/none/lr0.001/seed42/checkpoint.pt")[0].state_dict()
     engine.seed_everything(42)
     fresh = build_model("fine_vgg", 3, "none").state_dict()
     assert all(torch.equal(trained[k], fresh[k]) for k in fresh if k.startswith("backbone."))
@@ -287,7 +287,7 @@ def test_shards_merged_give_the_unsharded_tables(prepared, tmp_path):
     def cells(folder):
         return sorted(str(r.parent.relative_to(folder)) for r in folder.glob("runs/*/*/*/*/record.json"))
 
-    assert cells(merged) == cells(tmp_path / "all") == [f"runs/fusar/{m}/none/seed42" for m in MODELS]
+    assert cells(merged) == cells(tmp_path / "all") == [f"runs/fusar/{m}/none/lr0.001/seed42" for m in MODELS]
     for name in ("scores.csv", "predictions.csv"):
         pd.testing.assert_frame_equal(read_str(merged / name), read_str(tmp_path / "all" / name))
     assert len(read_str(merged / "scores.csv")) == 2

@@ -120,7 +120,7 @@ def test_prep_counts_on_fusar_fixture(tmp_path):
     summary = dataset_prep.main(args)
     assert list(summary["sets"]) == ["fusar"]
     counts = summary["sets"]["fusar"]["counts"]
-    total = {k: counts["train"][k] + counts["test"][k] for k in counts["train"]}
+    total = {k: sum(counts[split][k] for split in counts) for k in counts["train"]}  # train, val and test
     assert total == {"Cargo": 5, "Fishing": 2, "Tanker": 2}  # the corrupt Cargo chip skipped; Tug etc. not asked
     assert summary["skipped"] == {"fusar: unreadable image": 1}
     assert summary["skipped_items"][0]["source"].endswith(f"Cargo/BulkCarrier/{CORRUPT}.tiff")

@@ -63,7 +63,9 @@ def read_str(path):
 def test_parser_defaults_are_the_study():
     args = tm.get_args_parser().parse_args([])
     assert (args.lr, args.epochs, args.batch_size, args.img_size, args.augment) == (
-        0.001, 10, 64, 224, "flip")
+        [0.001], 10, 64, 224, "flip")  # the learning rate is a grid axis: a list
+    # the protocol's defaults are not the study's (--bn-recalibrate off --select last reproduce it)
+    assert (args.bn_recalibrate, args.select, args.patience) == ("on", None, None)
     assert args.models == list(MODEL_NAMES)
     assert args.imbalance == ["none"] and args.seeds == [42]
     assert args.datasets is None and sets.SETS == ("fusar", "opensarship", "mixed")
@@ -257,7 +259,7 @@ def cells():
 
 def test_grid_writes_every_output(grid, prepared):
     for train_set, model in cells():
-        folder = grid / "runs" / train_set / model / "none" / "seed42"
+        folder = grid / "runs" / train_set / model / "none" / "lr0.001" / "seed42"
         record = json.loads((folder / "record.json").read_text())
         assert (record["train_set"], record["model"], record["imbalance"], record["seed"]) == (
             train_set, model, "none", 42)
@@ -292,7 +294,7 @@ def test_grid_writes_every_output(grid, prepared):
 
 
 def test_checkpoint_reproduces_the_saved_predictions(grid, prepared):
-    folder = grid / "runs" / "opensarship" / "fine_vgg" / "none" / "seed42"
+    folder = grid / "runs" / "opensarship" / "fine_vgg" / "none" / "lr0.001" / "seed42"
     model, ckpt = load_trained(folder / "checkpoint.pt")
     split = data.load_split(prepared / "fusar", "test", ckpt["img_size"])
     with torch.inference_mode():
@@ -305,12 +307,13 @@ def test_scores_recomputed_from_predictions_csv_with_sklearn(grid):
     scores = pd.read_csv(grid / "scores.csv")
     per_class = [f"{c}_{m}" for c in CLASSES for m in ("precision", "recall", "f1", "support")]
     assert list(scores.columns) == [
-        "train_set", "test_set", "model", "imbalance", "seed", "n", "accuracy", "balanced_accuracy",
+        "train_set", "test_set", "model", "imbalance", "lr", "seed", "n", "accuracy", "balanced_accuracy",
         "precision_weighted", "recall_weighted", "f1_weighted", "precision_macro", "recall_macro", "f1_macro",
-        *per_class]
+        *per_class, "protocol", "bn_recalibrate", "select", "epoch", "val_f1_macro", "degenerate", "top_share",
+        "selected"]
     assert len(scores) == 4 * 3
     predictions = pd.read_csv(grid / "predictions.csv", keep_default_na=False)
-    keys = ["train_set", "test_set", "model", "imbalance", "seed"]
+    keys = ["train_set", "test_set", "model", "imbalance", "lr", "seed"]
     assert len(predictions) == 4 * (12 + 12 + 24)
     for key, chips in predictions.groupby(keys):
         row = scores.set_index(keys).loc[key]
@@ -322,7 +325,7 @@ def test_scores_recomputed_from_predictions_csv_with_sklearn(grid):
 
 def test_cells_start_from_fresh_identical_weights(grid):
     def record(train_set, model):
-        return json.loads((grid / "runs" / train_set / model / "none" / "seed42" / "record.json").read_text())
+        return json.loads((grid / "runs" / train_set / model / "none" / "lr0.001" / "seed42" / "record.json").read_text())
 
     for model in MODELS:
         a, b = record("fusar", model), record("opensarship", model)
@@ -331,7 +334,7 @@ def test_cells_start_from_fresh_identical_weights(grid):
         engine.seed_everything(42)
         assert state_sha1(build_model(model, 3, "none")) == a["init_sha1"]
     assert record("fusar", "cnn")["init_sha1"] != record("fusar", "fine_vgg")["init_sha1"]
-    trained = load_trained(grid / "runs/opensarship/cnn/none/seed42/checkpoint.pt")[0].state_dict()
+    trained = load_trained(grid / "runs/opensarship/cnn/none/lr0.001/seed42/checkpoint.pt")[0].state_dict()
     engine.seed_everything(42)
     fresh = build_model("cnn", 3, "none").state_dict()
     assert not torch.equal(trained["head.0.weight"], fresh["head.0.weight"])  # and it did train
@@ -342,8 +345,8 @@ def test_cell_alone_equals_cell_in_grid_and_resume_skips_it(grid, prepared, tmp_
     flags = ["--data-dir", str(prepared), "--output-dir", str(out), "--datasets", "opensarship",
              "--models", "fine_vgg"]
     run(*flags)
-    alone = out / "runs/opensarship/fine_vgg/none/seed42"
-    in_grid = grid / "runs/opensarship/fine_vgg/none/seed42"
+    alone = out / "runs/opensarship/fine_vgg/none/lr0.001/seed42"
+    in_grid = grid / "runs/opensarship/fine_vgg/none/lr0.001/seed42"
     for test_set in SETS:
         assert (alone / f"predictions_{test_set}.csv").read_bytes() == \
             (in_grid / f"predictions_{test_set}.csv").read_bytes()
@@ -384,7 +387,7 @@ def test_killed_run_resumes_to_the_same_tables(grid, prepared, tmp_path):
     deadline = time.monotonic() + 240
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            temp = list(out.glob("runs/opensarship/cnn/none/.seed42.tmp-*"))
+            temp = list(out.glob("runs/opensarship/cnn/none/lr0.001/.seed42.tmp-*"))
             if temp:  # the cell has started: kill it mid-way
                 proc.send_signal(signal.SIGKILL)
                 break
@@ -393,7 +396,7 @@ def test_killed_run_resumes_to_the_same_tables(grid, prepared, tmp_path):
         proc.kill()
         proc.wait()
     assert temp, "the run ended before it could be killed mid-cell"
-    assert temp[0].is_dir() and not (out / "runs/opensarship/cnn/none/seed42").exists()
+    assert temp[0].is_dir() and not (out / "runs/opensarship/cnn/none/lr0.001/seed42").exists()
     assert not (out / "scores.csv").exists()
 
     tm.main(tm.get_args_parser().parse_args(flags))  # resume
@@ -429,14 +432,14 @@ def test_imbalance_strategies_as_a_grid_axis(tmp_path, capsys):
         "--imbalance", "weighted,sampler,focal")
     # the default training sets that are not prepared are skipped in one line
     assert "skipping training sets not prepared" in capsys.readouterr().out
-    records = {s: json.loads((out / f"runs/fusar/fine_vgg/{s}/seed42/record.json").read_text())
+    records = {s: json.loads((out / f"runs/fusar/fine_vgg/{s}/lr0.001/seed42/record.json").read_text())
                for s in ("weighted", "sampler", "focal")}
     assert records["weighted"]["class_weights"] == pytest.approx([16 / 24, 16 / 12, 16 / 12])  # 8, 4, 4 chips
     assert records["focal"]["class_weights"] == records["weighted"]["class_weights"]
     assert records["focal"]["focal_gamma"] == 2.0
     assert records["sampler"]["class_weights"] is None
     assert len({r["init_sha1"] for r in records.values()}) == 1  # same start, the strategy alone differs
-    heads = [load_trained(out / f"runs/fusar/fine_vgg/{s}/seed42/checkpoint.pt")[0].state_dict()
+    heads = [load_trained(out / f"runs/fusar/fine_vgg/{s}/lr0.001/seed42/checkpoint.pt")[0].state_dict()
              ["head.3.weight"] for s in records]
     assert not torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
     assert not torch.equal(heads[1], heads[2])
@@ -449,7 +452,7 @@ def test_imbalance_strategies_as_a_grid_axis(tmp_path, capsys):
     run("--data-dir", str(root), "--output-dir", str(out), "--datasets", "fusar", "--models", "fine_vgg",
         "--imbalance", "weighted,sampler,focal")
     for s in records:
-        record = json.loads((out / f"runs/fusar/fine_vgg/{s}/seed42/record.json").read_text())
+        record = json.loads((out / f"runs/fusar/fine_vgg/{s}/lr0.001/seed42/record.json").read_text())
         assert record["finished"] == finished[s] and set(record["test_sets"]) == {"fusar", "opensarship"}
     assert len(pd.read_csv(out / "scores.csv")) == 6
 

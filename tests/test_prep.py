@@ -50,16 +50,20 @@ def check_set(set_dir):
         with Image.open(png) as img:
             assert img.mode == "L" and img.size == (int(r["chip_w"]), int(r["chip_h"]))
         assert hashlib.sha1(png.read_bytes()).hexdigest() == r["sha1"]
-    assert all(len(s) == 1 for s in sides.values()), "a group is in both train and test"
+    assert all(len(s) == 1 for s in sides.values()), "a group is in two of train, val and test"
     assert len({r["sha1"] for r in rows}) == len(rows), "identical images kept twice"
     return rows
 
 
 def check_imagefolder(set_dir):
+    # Every split the manifest lists (train, test and, with --val-size > 0, val) is a folder ImageFolder reads.
     from torchvision.datasets import ImageFolder
-    train, test = ImageFolder(Path(set_dir) / "train"), ImageFolder(Path(set_dir) / "test")
-    assert train.classes == test.classes == sorted({r["class"] for r in manifest(set_dir)})
-    assert len(train) + len(test) == len(manifest(set_dir))
+    rows = manifest(set_dir)
+    folders = {s: ImageFolder(Path(set_dir) / s) for s in {r["split"] for r in rows}}
+    assert set(folders) in ({"train", "test"}, {"train", "val", "test"})
+    assert folders["train"].classes == folders["test"].classes == sorted({r["class"] for r in rows})
+    assert all(set(f.classes) <= set(folders["train"].classes) for f in folders.values())
+    assert sum(len(f) for f in folders.values()) == len(rows)
 
 
 # ---------------------------------------------------------------------------------------------- split logic

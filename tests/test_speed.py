@@ -252,7 +252,7 @@ def test_feature_cache_applies_only_where_exact_and_is_shared_by_one_backbone():
 def run_cell(root, out, *flags):
     tm.main(tm.get_args_parser().parse_args(["--data-dir", str(root), "--output-dir", str(out),
                                              "--datasets", "fusar", *QUICK, *flags]))
-    folder = out / "runs/fusar" / flags[flags.index("--models") + 1] / "none/seed42"
+    folder = out / "runs/fusar" / flags[flags.index("--models") + 1] / "none/lr0.001/seed42"
     record = json.loads((folder / "record.json").read_text())
     probs = pd.read_csv(folder / "predictions_fusar.csv").filter(like="prob_").to_numpy()
     ckpt = torch.load(folder / "checkpoint.pt", weights_only=True)  # what was saved: a frozen model's head alone
