@@ -76,7 +76,7 @@ def _dataset_rows(dataset, style, classes, counts, rng):
     out = []
     lo, hi = _SIDES[style]
     spacing = _SPACING_M[style]
-    for split in ("train", "test"):
+    for split in [s for s in sets.SPLITS if s in counts]:  # a val split where `counts` has one
         for cls in classes:
             for i in range(counts[split][cls]):
                 side = int(rng.integers(lo, hi + 1))
@@ -115,7 +115,7 @@ def _write_set(set_dir, items, classes):
     rows = sorted((row for row, _, _ in items), key=lambda r: r["path"])
     sets.write_manifest(set_dir / sets.MANIFEST, rows)
     counts = {s: {c: sum(r["split"] == s and r["class"] == c for r in rows) for c in classes}
-              for s in ("train", "test")}
+              for s in sets.SPLITS if any(r["split"] == s for r in rows)}
     (set_dir / "summary.json").write_text(json.dumps({"counts": counts, "skipped": {}}, indent=2) + "\n")
     lines = [f"{s}: " + ", ".join(f"{c} {n}" for c, n in counts[s].items()) for s in counts]
     (set_dir / "summary.txt").write_text("\n".join(lines) + "\n")

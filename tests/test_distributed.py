@@ -152,7 +152,7 @@ def test_killed_rank_leaves_no_partial_record(ddp):
 def test_two_processes_write_one_record_per_cell_and_print_once(ddp):
     out = ddp["out"]
     records = sorted(p.parent.relative_to(out / "runs").as_posix()
-                     for p in out.glob("runs/*/*/*/*/record.json"))
+                     for p in out.glob("runs/*/*/*/*/*/record.json"))
     assert records == [f"fusar/{m}/none/lr0.001/seed42" for m in MODELS]
     assert ddp["stdout"].count("grid: 1 training set(s)") == 1  # rank 1's stdout is silenced
     assert "; 2 processes (DDP)" in ddp["stdout"]
@@ -164,6 +164,9 @@ def test_two_processes_write_one_record_per_cell_and_print_once(ddp):
         assert record["processes"] == 2 and record["args"]["batch_size"] == 64
         assert record["n_train"] == 16 and {t: r["n"] for t, r in record["test_sets"].items()} == \
             dict.fromkeys(TEST_SETS, 11)
+        # precise batch-norm statistics, averaged over the two ranks' shares: the cnn's three layers
+        assert record["protocol"]["bn_recalibrate"] == "on"
+        assert record["protocol"]["bn_layers"] == (3 if model == "cnn" else 0)
 
 
 def test_predictions_cover_every_test_chip_once_with_metrics_from_them(ddp):
@@ -279,13 +282,13 @@ def test_shards_merged_give_the_unsharded_tables(prepared, tmp_path):
     run("--data-dir", str(prepared), "--output-dir", str(tmp_path / "all"))
     for k in (1, 2):
         run("--data-dir", str(prepared), "--output-dir", str(tmp_path / f"shard{k}"), "--shard", f"{k}/2")
-        assert len(list((tmp_path / f"shard{k}").glob("runs/*/*/*/*/record.json"))) == 1
+        assert len(list((tmp_path / f"shard{k}").glob("runs/*/*/*/*/*/record.json"))) == 1
     merged = tmp_path / "merged"
     for k in (1, 2):  # what a user does after a job array: copy the record folders together
         shutil.copytree(tmp_path / f"shard{k}" / "runs", merged / "runs", dirs_exist_ok=True)
     tm.main(tm.get_args_parser().parse_args(["--output-dir", str(merged), "--aggregate-only"]))
     def cells(folder):
-        return sorted(str(r.parent.relative_to(folder)) for r in folder.glob("runs/*/*/*/*/record.json"))
+        return sorted(str(r.parent.relative_to(folder)) for r in folder.glob("runs/*/*/*/*/*/record.json"))
 
     assert cells(merged) == cells(tmp_path / "all") == [f"runs/fusar/{m}/none/lr0.001/seed42" for m in MODELS]
     for name in ("scores.csv", "predictions.csv"):
