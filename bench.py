@@ -60,7 +60,7 @@ import features
 import runs
 import sets
 from cli import PREP_HINT, HelpFormatter, add_shared, comma_list, int_at_least
-from models import MODEL_NAMES, WEIGHT_CHOICES, build_model
+from models import MODEL_CHOICES, MODEL_NAMES, WEIGHT_CHOICES, build_model
 
 TARGETS = {"input_pipeline_speedup": 10.0, "frozen_training_speedup": 4.0}  # targets on a 2-core CPU
 FROZEN = ("fine_resnet", "fine_vgg")
@@ -87,7 +87,7 @@ def get_args_parser(add_help=True):
         help="timed steps of (b) after one warm-up step (default 2 on the CPU, 10 on CUDA; --quick 1)")
     add("--pipeline-epochs", type=positive,
         help="epochs of the plain input pipeline in (a); ours runs ten times as many (default 3; --quick 2)")
-    add("--models", type=comma_list(MODEL_NAMES, what="model"), default=list(MODEL_NAMES),
+    add("--models", type=comma_list(MODEL_CHOICES, what="model"), default=list(MODEL_NAMES),
         help="models of (b), comma-separated")
     add("--weights", default="none", choices=WEIGHT_CHOICES,
         help="start of the VGG/ResNet backbones; none: offline, and the speed does not depend on the weights")

@@ -170,7 +170,8 @@ def load_split(set_dir, split, img_size, num_workers=0, cache=True, mmap=False):
     classes = sorted({row["class"] for row in rows})
     rows = [row for row in rows if row["split"] == split]
     if not rows:
-        raise ValueError(f"{set_dir} has no {split} chips in its manifest.csv: rerun python dataset_prep.py")
+        hint = " with --val-size above 0" if split == "val" else ""
+        raise ValueError(f"{set_dir} has no {split} chips in its manifest.csv: rerun python dataset_prep.py{hint}")
     files = [set_dir / row["path"] for row in rows]
     labels = np.array([classes.index(row["class"]) for row in rows], dtype=np.int64)
     out = SplitArrays(images=None, labels=labels, paths=[row["path"] for row in rows], classes=classes)

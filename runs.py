@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 from engine import IMBALANCE
-from models import MODEL_NAMES
+from models import MODEL_CHOICES
 from sets import SETS, rank
 
 RUNS = "runs"
@@ -42,7 +42,7 @@ LR_DIR = re.compile(r"^lr(.+)$")
 LEGACY = "legacy"  # the protocol of records without one: stored BN statistics, last epoch, no validation
 TEMP_SUFFIX = re.compile(r"-(?P<host>[^/]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 # The order every table, figure and report lists cells in: sets and models as the study presents them.
-ORDERS = {"train_set": SETS, "test_set": SETS, "set": SETS, "model": MODEL_NAMES, "imbalance": IMBALANCE}
+ORDERS = {"train_set": SETS, "test_set": SETS, "set": SETS, "model": MODEL_CHOICES, "imbalance": IMBALANCE}
 KEYS = ("train_set", "model", "imbalance", "lr", "seed")  # a cell, in grid order
 
 
@@ -120,7 +120,7 @@ def sort_key(record):
     if missing:
         raise RecordError(f"a record.json under runs/ lacks {', '.join(missing)}: it was not written by "
                           "test_models.py; delete its cell folder and rerun test_models.py")
-    return (rank(record["train_set"], SETS), rank(record["model"], MODEL_NAMES),
+    return (rank(record["train_set"], SETS), rank(record["model"], MODEL_CHOICES),
             rank(record["imbalance"], IMBALANCE), record["lr"], record["protocol"]["name"] == LEGACY, record["seed"])
 
 

@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 
 import metrics  # noqa: E402
 import runs  # noqa: E402
-from models import MODEL_NAMES  # noqa: E402
+from models import MODEL_CHOICES  # noqa: E402
 from sets import SETS, ordered  # noqa: E402
 
 # The args a finished cell's results depend on besides its keys: a rerun with other values must not silently
@@ -297,7 +297,7 @@ def plot_figures(scores, classes, figure_dir):
     written = []
     chosen = scores[scores.selected]
     for (imbalance, legacy), sub in chosen.groupby([chosen.imbalance, chosen.protocol == runs.LEGACY], sort=False):
-        models = ordered(sub["model"], MODEL_NAMES)
+        models = ordered(sub["model"], MODEL_CHOICES)
         train_sets = ordered(sub["train_set"], SETS)
         test_sets = ordered(sub["test_set"], SETS)
         mean = sub.groupby(["model", "train_set", "test_set"]).mean(numeric_only=True)

@@ -72,8 +72,8 @@ import runs
 import sets
 import tables
 from cli import HelpFormatter, add_shared, comma_list, float_in, int_at_least
-from models import (MODEL_NAMES, WEIGHT_CHOICES, WeightsUnavailableError, build_model, checkpoint, load_trained,
-                    state_sha1)
+from models import (MODEL_CHOICES, MODEL_NAMES, WEIGHT_CHOICES, WeightsUnavailableError, build_model, checkpoint,
+                    load_trained, state_sha1)
 
 # The study's recipe (docs/reference-study.md): Adam, lr 0.001, 10 epochs, batch 64, 224 x 224, horizontal flip,
 # ImageNet weights for VGG and ResNet, one seed, no rebalancing.
@@ -98,7 +98,7 @@ def get_args_parser(add_help=True):
                              "prepared are skipped with a message; a named one that is missing is an error)")
     parser.add_argument("--test-sets", type=comma_list(what="set"), default=None,
                         help="sets whose test split every cell is evaluated on (default: all prepared)")
-    parser.add_argument("--models", type=comma_list(MODEL_NAMES, what="model"), default=list(MODEL_NAMES),
+    parser.add_argument("--models", type=comma_list(MODEL_CHOICES, what="model"), default=list(MODEL_NAMES),
                         help="models, comma-separated")
     parser.add_argument("--imbalance", type=comma_list(engine.IMBALANCE, what="strategy"), default=IMBALANCE,
                         help=f"imbalance strategies, comma-separated, from {', '.join(engine.IMBALANCE)}")

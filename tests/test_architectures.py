@@ -22,7 +22,7 @@ import models
 from models import MODEL_NAMES, WeightsUnavailableError, build_model, load_trained
 
 C = 3  # classes
-FEATURES = {"cnn": 4096, "vgg": 512 * 7 * 7, "resnet": 2048, "fine_vgg": 512, "fine_resnet": 2048}
+FEATURES = {"cnn": 4096, "vgg": 512 * 7 * 7, "resnet": 2048, "fine_vgg": 512 * 7 * 7, "fine_resnet": 2048}
 CAM_MAP_224 = {"cnn": 56, "vgg": 14, "resnet": 7, "fine_vgg": 14, "fine_resnet": 7}
 VGG16_FEATURE_PARAMS = 14_714_688  # torchvision vgg16().features
 RESNET50_TRUNK_PARAMS = 23_508_032  # torchvision resnet50() without fc
@@ -419,3 +419,13 @@ def test_frozen_checkpoint_rebuilds_imagenet_backbone_and_needs_its_file(torch_h
     models.weights_path(models.VGG_WEIGHTS).unlink()  # offline, file gone: the loader's own message
     with pytest.raises(WeightsUnavailableError, match="vgg16-397923af.pth"):
         load_trained(path)
+
+
+def test_fine_vgg_is_the_study_vgg_frozen_and_the_global_pool_variant_is_named():
+    study, gap, trained = (build_model(n, C, weights="none") for n in ("fine_vgg", "fine_vgg_gap", "vgg"))
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert study.backbone(x).shape == (2, 512 * 7 * 7) == trained.backbone(x).shape  # freezing alone differs
+        assert gap.backbone(x).shape == (2, 512)
+    assert [type(m) for m in study.head] == [type(m) for m in trained.head]
+    assert "fine_vgg_gap" in models.MODEL_CHOICES and "fine_vgg_gap" not in MODEL_NAMES

@@ -219,7 +219,7 @@ def test_float16_features_are_kept_only_when_exact_enough():
     cache = features.FeatureCache(CPU, engine.Precision("off", CPU), 4, verbose=False)
     half = cached_features(cache, model, ("t", "train"), images, "flip")
     info = cache.info[("t", "train")]
-    assert half.dtype == torch.float16 and half.shape == (2, 6, 512)
+    assert half.dtype == torch.float16 and half.shape == (2, 6, 512 * 7 * 7)  # fine_vgg: the study's 7x7 pool
     assert 0 < info["fp16_logit_error"] <= features.FP16_LOGIT_TOL
     full = cache.compute(model.backbone, images, 2)
     assert torch.allclose(half.float(), full, rtol=1e-3, atol=1e-6)
