@@ -65,6 +65,9 @@ from archives import DataError, is_archive, open_tree
 from cli import HelpFormatter, float_in, int_at_least
 from sets import MANIFEST, MANIFEST_COLUMNS, MIXED, SETS, SPLITS, SUMMARY_JSON, SUMMARY_TXT
 
+# Defaults. The study's: Cargo, Fishing, Tanker; Patch_Uint8 co-polarised chips; 20 % of each class for testing.
+# Ours on top (docs/CHANGELOG.md): the split grouped by ship (MMSI); 10 % of the training ships for validation.
+CLASSES, PRODUCT, POL, GROUP_BY, TEST_SIZE, VAL_SIZE, SEED = "Cargo,Fishing,Tanker", "uint8", "co", "mmsi", 0.2, 0.1, 42
 DEMO_HINT = "  Or run the demo on synthetic data: python dataset_prep.py --synthetic"
 
 
@@ -95,27 +98,27 @@ def get_args_parser(add_help=True):
         search = f"; naming this (or {others}) replaces the search under --raw-dir" if i == 0 and others else ""
         p.add_argument(f"--{reader.name}", nargs="+", metavar="PATH", help=f"{reader.title}: {reader.inputs}{search}")
     p.add_argument("--output-dir", default="data/prepared", help="where the prepared sets go")
-    p.add_argument("--classes", default="Cargo,Fishing,Tanker",
+    p.add_argument("--classes", default=CLASSES,
                    help="comma-separated class names of any dataset (case-insensitive); classes of two datasets "
                         "are one class only when the names are identical")
-    p.add_argument("--product", default="uint8", choices=tuple(opensarship.PRODUCTS),
+    p.add_argument("--product", default=PRODUCT, choices=tuple(opensarship.PRODUCTS),
                    help="OpenSARShip chip product: uint8 = Patch_Uint8 (amplitude scaled per chip); cal = "
                         f"Patch_Cal in dB, clipped to {opensarship.CAL_DB_RANGE[0]:g}..{opensarship.CAL_DB_RANGE[1]:g}"
                         " dB for every scene, 8 bits; rgb = the study's Patch_RGB rendered figures in grayscale "
                         "(not chips: only to reproduce the study)")
-    p.add_argument("--pol", default="co", choices=opensarship.POLS,
+    p.add_argument("--pol", default=POL, choices=opensarship.POLS,
                    help="OpenSARShip polarisation: co = VV or HH (the only channel of single-pol scenes); cross "
                         "= VH or HV; both = each as its own chip, in one group")
-    p.add_argument("--group-by", default="mmsi", choices=("mmsi", "scene", "none"),
+    p.add_argument("--group-by", default=GROUP_BY, choices=("mmsi", "scene", "none"),
                    help="what the split never divides: mmsi = one ship (both polarisations, GRD and SLC, every "
                         "scene; by scene position where no MMSI is known); scene = one acquisition (FUSAR: by "
                         "MMSI); none = nothing (chip-level split: leaky, only to compare with the study)")
-    p.add_argument("--test-size", type=float, default=0.2, help="fraction of each class in the test split")
-    p.add_argument("--val-size", type=float_in(0, 1, high_open=True), default=0.1, metavar="F",
+    p.add_argument("--test-size", type=float, default=TEST_SIZE, help="fraction of each class in the test split")
+    p.add_argument("--val-size", type=float_in(0, 1, high_open=True), default=VAL_SIZE, metavar="F",
                    help="fraction of each class's training chips moved to a val split (grouped by ship and "
                         "stratified like the test split, which it leaves unchanged); 0 = no val split: the "
                         "study's train and test splits")
-    p.add_argument("--seed", type=int, default=42, help="seed of the split (and of the synthetic data)")
+    p.add_argument("--seed", type=int, default=SEED, help="seed of the split (and of the synthetic data)")
     p.add_argument("--synthetic", action="store_true",
                    help="write synthetic OpenSARShip and FUSAR-Ship raw data to <raw-dir>/synthetic/, then "
                         "prepare only that")
