@@ -6,11 +6,13 @@ Commands (after dataset_prep.py and test_models.py):
     python grad_cams.py --output-dir demo --data-dir data/prepared --per-class 15   # writes demo/Exp_images
     python grad_cams.py --output-dir demo --exp-dir cams    # Grad-CAM output elsewhere than demo/Exp_images
     python grad_cams.py --datasets fusar --models vgg,resnet --method gradcam++ --device cuda
-    python grad_cams.py --imbalance weighted --train-seed 1  # explain another cell of the grid
+    python grad_cams.py --imbalance weighted --lr 0.0003 --train-seed 1  # explain another cell of the grid
 
 For every prepared set (`<data-dir>/<set>/manifest.csv`) and every model trained on that same set (the
-grid cell `<output-dir>/runs/<set>/<model>/<imbalance>/seed<k>/` with record.json and checkpoint.pt; by
-default imbalance `none` and the smallest seed there), it explains `--per-class` test chips per class.
+grid cell `<output-dir>/runs/<set>/<model>/<imbalance>/lr<lr>/seed<k>/` with record.json and checkpoint.pt; by
+default imbalance `none`, the learning rate chosen on validation, and the smallest seed there: cam_cells.py,
+which also says what happens with several rates and no validation, and with cells of the earlier layout), it
+explains `--per-class` test chips per class. Each cell explained is printed with how its rate was chosen.
 The chips are drawn from the manifest (seeded, one chip per ship group first, the same for every model
 and every rerun), decoded with data.load_split at the checkpoint's img_size (exactly the training
 preprocessing) and explained for the class the model predicts, at the target layer the model declares
@@ -22,8 +24,9 @@ Outputs under --exp-dir (default <output-dir>/Exp_images), each written atomical
   <set>/<model>/<Class>_hm<i>.png  the heat map over the chip (pytorch-grad-cam show_cam_on_image)
   cam_scores.csv                   one row per chip and model: set, model, path, true, pred,
                                    on_ship_energy, peak_on_ship, ship_area_fraction, region_source, then
-                                   the file index i, the grid cell, and whether pred agrees with the
-                                   cell's own predictions_<set>.csv (it does when preprocessing matches)
+                                   the file index i, the grid cell, whether pred agrees with the cell's own
+                                   predictions_<set>.csv (it does when preprocessing matches), and
+                                   cell_choice: how the cell's learning rate was chosen
   cam_summary.csv                  per set and model: mean on-ship energy, uniform baseline, lift, peaks
   figures/cam_grid_<set>.png       chips in rows (--figure-per-class per class), a column per model, each
                                    cell titled with the true and predicted class; ship region outlined
@@ -68,8 +71,9 @@ import engine
 import models
 import runs
 import sets
+from cam_cells import find_cell
 from cam_figures import overlay, plot_on_ship, plot_set_grid
-from cli import PREP_HINT, HelpFormatter, add_shared, comma_list, int_at_least
+from cli import PREP_HINT, HelpFormatter, add_shared, comma_list, float_in, int_at_least
 from ship_regions import chip_scores, native_region
 
 # ----------------------------------------------------------------------------------------------------------
@@ -101,7 +105,7 @@ METHODS = {
     "randomcam": RandomCAM,         # random channel weights: a sanity baseline for the on-ship score
 }
 SCORE_COLUMNS = ["set", "model", "path", "true", "pred", "on_ship_energy", "peak_on_ship",
-                 "ship_area_fraction", "region_source", "index", "cell", "agrees_with_grid"]
+                 "ship_area_fraction", "region_source", "index", "cell", "agrees_with_grid", "cell_choice"]
 CAM_SCORES, CAM_SUMMARY, FIGURES = "cam_scores.csv", "cam_summary.csv", "figures"
 # ----------------------------------------------------------------------------------------------------------
 
@@ -120,6 +124,9 @@ def get_args_parser(add_help=True):
     p.add_argument("--method", default=METHOD, choices=list(METHODS), help="pytorch-grad-cam method")
     p.add_argument("--imbalance", default=CELL_IMBALANCE, choices=engine.IMBALANCE,
                    help="imbalance strategy of the grid cell to explain (folder under runs/<set>/<model>/)")
+    p.add_argument("--lr", type=float_in(0, float("inf"), low_open=True), default=None,
+                   help="learning rate of the grid cell to explain (folder lr<lr>; default: the rate chosen on "
+                        "validation, the only one, or, with several and no validation, the smallest)")
     p.add_argument("--train-seed", type=int_at_least(0), default=None,
                    help="training seed of the grid cell to explain (default: the smallest seed found)")
     p.add_argument("--figure-per-class", type=int_at_least(1), default=FIGURE_PER_CLASS,
@@ -156,34 +163,6 @@ def select_chips(manifest, per_class, seed):
                             "using all of them")
         selection[cls] = [row for _, row in chosen.iterrows()]
     return selection, messages
-
-
-# ------------------------------------------------------------------------------------------------ grid cells
-def find_cell(output_dir, train_set, model_name, imbalance, train_seed):
-    """(cell dir or None, message or None) of the cell to explain; a finished cell has record.json."""
-    imb_dir = runs.cell_dir(output_dir, (train_set, model_name, imbalance, 0)).parent
-    model_dir = imb_dir.parent
-    if not model_dir.is_dir():
-        return None, f"no grid records for model {model_name} trained on {train_set} (no {model_dir})"
-    found = sorted(d.name for d in model_dir.iterdir() if d.is_dir())
-    if not imb_dir.is_dir():
-        return None, (f"{model_name} on {train_set}: no cell with imbalance '{imbalance}' (found: "
-                      f"{', '.join(found) or 'none'}); pass --imbalance")
-    seeds = sorted(int(m.group(1)) for d in imb_dir.iterdir()
-                   if (m := runs.SEED_DIR.match(d.name)) and (d / runs.RECORD).is_file())
-    if not seeds:
-        return None, (f"{model_name} on {train_set}/{imbalance}: no finished cell (no seed*/{runs.RECORD} "
-                      f"in {imb_dir})")
-    seed = seeds[0] if train_seed is None else train_seed
-    if seed not in seeds:
-        return None, (f"{model_name} on {train_set}/{imbalance}: no finished cell for seed {seed} "
-                      f"(found seeds {seeds}); pass --train-seed")
-    cell = runs.cell_dir(output_dir, (train_set, model_name, imbalance, seed))
-    if not (cell / runs.CHECKPOINT).is_file():
-        return None, (f"{model_name} on {train_set}/{imbalance}/seed{seed}: {runs.CHECKPOINT} is missing in "
-                      f"{cell}; rerun that cell of test_models.py (delete the cell folder so it is not "
-                      "skipped)")
-    return cell, None
 
 
 def _grid_predictions(cell, set_name):
@@ -246,9 +225,9 @@ def chosen_images(set_dir, chosen, size, split_cache):
 
 
 def explain_model(job, model, ckpt, chosen, regions_native, args, device, split_cache, exp_dir):
-    """Explain the chosen chips with one trained model (job = (set, model name, cell folder)), write its
-    PNGs under exp_dir/<set>/<model>/; return (score rows, figure record)."""
-    set_name, model_name, cell = job
+    """Explain the chosen chips with one trained model (job = (set, model name, cell folder, how the cell was
+    chosen)), write its PNGs under exp_dir/<set>/<model>/; return (score rows, figure record)."""
+    set_name, model_name, cell, how = job
     size, classes = int(ckpt["img_size"]), list(ckpt["classes"])
     images = chosen_images(Path(args.data_dir) / set_name, chosen, size, split_cache)
     maps, preds, _ = compute_cams(model, images, args.method, device, args.batch_size)
@@ -268,7 +247,7 @@ def explain_model(job, model, ckpt, chosen, regions_native, args, device, split_
         rows.append({"set": set_name, "model": model_name, "path": row["path"], "true": cls, "pred": pred,
                      "on_ship_energy": energy, "peak_on_ship": peak, "ship_area_fraction": area,
                      "region_source": source, "index": i, "cell": Path(cell).as_posix(),
-                     "agrees_with_grid": agrees})
+                     "agrees_with_grid": agrees, "cell_choice": how})
     return rows, {"chips": images, "maps": maps, "regions": regions, "rows": rows}
 
 
@@ -325,15 +304,18 @@ def sets_to_explain(args, report):
 
 
 def find_jobs(args, set_names, report):
-    """[(set, model, cell folder)] of the cells to explain; a missing cell goes to report()."""
+    """[(set, model, cell folder, how it was chosen)] of the cells to explain (each printed with its choice); a
+    missing cell goes to report()."""
     jobs = []
     for set_name in set_names:
         for model_name in args.models:
-            cell, msg = find_cell(args.output_dir, set_name, model_name, args.imbalance, args.train_seed)
+            cell, msg, how = find_cell(args.output_dir, set_name, model_name, args.imbalance, args.train_seed,
+                                       args.lr)
             if msg:
                 report(msg)
             else:
-                jobs.append((set_name, model_name, cell))
+                tqdm.write(f"grad_cams: {set_name}/{model_name}: explaining {cell} ({how})")
+                jobs.append((set_name, model_name, cell, how))
     return jobs
 
 
@@ -341,7 +323,7 @@ def select_all(args, jobs, report):
     """{set: (chosen manifest rows in class order, {path: native region and its source})} for every set
     with a job; the same chips for every model of a set."""
     selections = {}
-    for set_name in dict.fromkeys(s for s, _, _ in jobs):
+    for set_name in dict.fromkeys(job[0] for job in jobs):
         set_dir = Path(args.data_dir) / set_name
         selection, msgs = select_chips(sets.manifest_frame(set_dir), args.per_class, args.seed)
         for m in msgs:
@@ -353,7 +335,7 @@ def select_all(args, jobs, report):
 
 def load_cell(job, report):
     """(model, checkpoint) of a job's cell, or None (reported) when its checkpoint cannot be read."""
-    set_name, model_name, cell = job
+    set_name, model_name, cell, _ = job
     try:
         return models.load_trained(cell / runs.CHECKPOINT, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - torch.load fails on a damaged file with many error types
@@ -369,7 +351,7 @@ def explain_all(args, jobs, selections, device, exp_dir, report):
     rows, records, split_cache = [], {}, {}
     bar = tqdm(jobs, desc="grad-cam", unit="model", disable=not jobs)
     for job in bar:
-        set_name, model_name, _ = job
+        set_name, model_name = job[:2]
         bar.set_postfix_str(f"{set_name}/{model_name}")
         chosen, regions_native = selections[set_name]
         if not chosen:

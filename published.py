@@ -1,6 +1,6 @@
 """The published study's numbers and the report section that sets this grid's results beside them.
 
-    lines = published.section_published(per_run, floors)   # markdown lines of report.md
+    lines = published.section_published(shown, floors)   # markdown lines of report.md
 
 The only numbers typed into the code: the published results, from Awais & Reggiannini, "Deep Learning for SAR
 Ship classification: Focus on Unbalanced Datasets and Inter-Dataset Generalization", ICEAA 2024,
@@ -10,6 +10,7 @@ best model was the fine-tuned VGG16 on each dataset; their "merged" set is our `
 """
 import pandas as pd
 
+from protocols import lr_cell, protocol_label
 from seed_stats import aggregate_seeds, fmt, md_table, seeds_cell
 
 PUBLISHED_BEST = {
@@ -35,7 +36,8 @@ PUBLISHED_WHY = (
 
 def section_published(per_run, floors):
     """The published scores beside ours (the same model and imbalance strategy, trained and tested on the same
-    set; mean over seeds) and beside the majority-class floor of our test splits."""
+    set; mean over seeds, a row per protocol and learning rate: `per_run` holds the rows report.py shows, with
+    protocol, lr and lr_status) and beside the majority-class floor of our test splits."""
     lines = ["## The published study beside this run", "",
              (f"Published: the best model of Awais & Reggiannini (ICEAA 2024), a fine-tuned VGG16, trained "
               f"and tested on the same set, one seed, percent; and the scores its weaker models reached by "
@@ -55,10 +57,12 @@ def section_published(per_run, floors):
                      f"{pub['f1_weighted']:.2f}", *[f"{pub['recall'][c]:.1f}" for c in recall_classes]])
         mine = ours[ours["test_set"] == s]
         if len(mine):
-            agg = aggregate_seeds(mine, ["test_set"], [c for c in columns if c in mine]).iloc[0]
-            n = int(agg["n_seeds"])
-            rows.append([s, f"ours, `{PUBLISHED_MODEL}`", seeds_cell(n),
-                         *[fmt(agg.get(f"{c}_mean"), agg.get(f"{c}_std"), n) for c in columns]])
+            aggs = aggregate_seeds(mine, ["protocol", "lr", "lr_status"], [c for c in columns if c in mine])
+            for _, agg in aggs.iterrows():
+                n = int(agg["n_seeds"])
+                rows.append([s, f"ours, `{PUBLISHED_MODEL}`, {protocol_label(agg['protocol'])}, lr "
+                             f"{lr_cell(agg['lr'], agg['lr_status'])}", seeds_cell(n),
+                             *[fmt(agg.get(f"{c}_mean"), agg.get(f"{c}_std"), n) for c in columns]])
         else:
             rows.append([s, f"ours, `{PUBLISHED_MODEL}`", "no run", "–", "–", *dashes])
         acc, wf1 = PUBLISHED_ALL_CARGO[s]

@@ -9,7 +9,8 @@ get their own section when present); rerun it whenever the grid has grown.
 
 Reads, never changes (it only removes the hidden temporaries of killed runs, runs.clean_stale): the prepared
 manifests (<data-dir>/<set>/manifest.csv, summary.json), the finished grid cells
-(<output-dir>/runs/<train_set>/<model>/<imbalance>/seed<k>/record.json), the grid's figures (<output-dir>/figures/)
+(<output-dir>/runs/<train_set>/<model>/<imbalance>/lr<lr>/seed<k>/record.json, and the earlier layout without the
+lr level, read as LEGACY records by runs.read_record), the grid's figures (<output-dir>/figures/)
 and, when present, grad_cams.py's results (<exp-dir>/cam_summary.csv, cam_scores.csv, figures/*.png; --exp-dir
 defaults to <output-dir>/Exp_images). Writes into <output-dir>, each file atomically (runs.write_atomic):
     report.md                             the report; figures are linked relative to it
@@ -22,6 +23,15 @@ The three questions of Awais & Reggiannini (ICEAA 2024), in the order the report
    the majority class for every chip?
 2. Does an imbalance strategy help the rare class? Each strategy is compared with `none` seed by seed.
 3. Does a model trained on one dataset work on the other? Train x test heat maps and paired transfer gaps.
+
+Learning rates and protocols (protocols.py): every table shows, per training set, model, imbalance strategy and
+protocol, the learning rate chosen on validation (the grid's rule, tables.selected_lrs: the highest mean
+validation macro-F1 over seeds, ties the smaller rate; a single rate is that rate); where several rates were
+trained without a validation split none is chosen and each gets its own row. The protocol (batch-norm
+statistics recalibrated or not, the epoch kept, validation split or not) is a column of every table, so runs of
+different protocols are never averaged together; the earlier LEGACY records are labelled as such. The best model
+is named on validation macro-F1 only, never on a test score; without validation no best model is named.
+A run is degenerate when it predicts one class for more than 95 % of a test set's chips (tables.degenerate).
 
 Statistics: the per-cell metrics are the ones the grid recorded (metrics.score_row: scikit-learn on the
 saved per-chip predictions, percent). Over seeds the report gives mean ± sample standard deviation (ddof = 1)
@@ -40,26 +50,26 @@ import os
 import sys
 from pathlib import Path, PurePosixPath
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-import matplotlib.pyplot as plt
 import pandas as pd
 
+import protocols
 import runs
 from cli import HelpFormatter, add_shared
+from effect_figures import plot_imbalance_effects
 from engine import IMBALANCE
 from metrics import score_row
 from models import MODEL_NAMES
 from published import section_published
+from protocols import DROPPED, lr_cell, protocol_label
 from seed_stats import aggregate_seeds, fmt, imbalance_pairs, md_table, seed_note, seeds_cell, transfer_pairs
-from sets import SETS, load_manifests, load_summary, ordered, rank
+from sets import SETS, SPLITS, load_manifests, load_summary, ordered, rank
 
 # ----------------------------------------------------------------------------------------------------------
 # Study defaults
 BASELINE = "none"  # the imbalance strategy every other one is compared with
 METRICS = {"f1_macro": "Macro-F1", "balanced_accuracy": "Bal. acc.", "f1_weighted": "Weighted F1"}
-KEYS = ["train_set", "test_set", "model", "imbalance"]  # a cell of the grid less its seed
+# a cell of the grid less its seed, with its protocol and how its learning rate was chosen
+KEYS = ["train_set", "test_set", "model", "imbalance", "protocol", "lr", "lr_status"]
 # What the report writes into --output-dir.
 REPORT, MAIN_CSV, EFFECTS_CSV = "report.md", "report_main_table.csv", "report_effects.csv"
 FIGURES = "report_figures"
@@ -83,7 +93,8 @@ def is_synthetic(manifest, summary=None):
 
 
 def class_counts(manifests):
-    """Chips per set, split and class: one row per (set, split), a column per class and `total`."""
+    """Chips per set, split and class: one row per (set, split) in the order train, val, test, a column per
+    class and `total`."""
     rows = [{"set": name, "split": split, **part["class"].value_counts().to_dict()}
             for name, m in manifests.items() for split, part in m.groupby("split")]
     if not rows:
@@ -92,8 +103,8 @@ def class_counts(manifests):
     classes = sorted(c for c in counts.columns if c not in ("set", "split"))
     counts = counts[["set", "split", *classes]].astype({c: int for c in classes})
     counts["total"] = counts[classes].sum(axis=1)
-    counts["_train_first"] = counts["split"] != "train"
-    return runs.sort_frame(counts, ["set", "_train_first", "split"]).drop(columns="_train_first")
+    counts["_split"] = counts["split"].map(lambda v: rank(v, SPLITS))
+    return runs.sort_frame(counts, ["set", "_split", "split"]).drop(columns="_split")
 
 
 def rarest_classes(counts, records):
@@ -113,16 +124,22 @@ def rarest_classes(counts, records):
 
 def per_run_metrics(records, rarest):
     """One row per finished cell and test set: the cell's keys, the metrics its record holds
-    (metrics.score_row, percent) and the recall of its training set's rarest class (`rare_recall`)."""
+    (metrics.score_row, percent), the recall of its training set's rarest class (`rare_recall`), its learning
+    rate, protocol, validation score and degenerate flag (protocols.run_columns) and how its learning rate
+    stands (`lr_status`, protocols.lr_status)."""
     rows = []
-    for _, rec in records:
+    for folder, rec in records:
         rare = rarest.get(rec["train_set"], "")
         for test_set, result in rec["test_sets"].items():
             scores = result["metrics"]
             rows.append({"train_set": rec["train_set"], "test_set": test_set, "model": rec["model"],
                          "imbalance": rec["imbalance"], "seed": int(rec["seed"]), **scores,
-                         "rare_class": rare, "rare_recall": scores.get(f"{rare}_recall", math.nan)})
-    return runs.sort_frame(pd.DataFrame(rows), ["train_set", "test_set", "model", "imbalance", "seed"])
+                         "rare_class": rare, "rare_recall": scores.get(f"{rare}_recall", math.nan),
+                         **protocols.run_columns(folder, rec, test_set, result)})
+    per_run = runs.sort_frame(pd.DataFrame(rows), ["train_set", "test_set", "model", "imbalance", "protocol", "lr",
+                                                   "seed"])
+    per_run["lr_status"] = protocols.lr_status(per_run)
+    return per_run
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -152,55 +169,6 @@ def image_lines(paths, report_dir):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the report's own figure
-
-def plot_imbalance_effects(pairs, rarest, path):
-    """Each strategy minus `none` on the training set's own test split: macro-F1 (top row) and the recall of
-    the rarest class (bottom row), a column per training set, a dot per seed pair, a bar for their mean and
-    the sample std as error bar."""
-    own = pairs[pairs["train_set"] == pairs["test_set"]]
-    train_sets = ordered(own["train_set"], SETS)
-    models = ordered(own["model"], MODEL_NAMES)
-    strategies = ordered(own["imbalance"], IMBALANCE)
-    width = 0.8 / len(strategies)
-    panel_width = max(2.6, 0.5 * len(models) * len(strategies))
-    fig, axes = plt.subplots(2, len(train_sets), squeeze=False, sharey="row", layout="constrained",
-                             figsize=(1.0 + panel_width * len(train_sets), 5.2))
-    rows = [("f1_macro", "Δ macro-F1 (points)"), ("rare_recall", "Δ recall of the rarest class (points)")]
-    for j, train_set in enumerate(train_sets):
-        for i, (value, label) in enumerate(rows):
-            ax = axes[i][j]
-            ax.axhline(0, color="grey", lw=0.8)
-            for k, strategy in enumerate(strategies):
-                part = own[(own["train_set"] == train_set) & (own["imbalance"] == strategy)]
-                for m, model in enumerate(models):
-                    d = part.loc[part["model"] == model, value].dropna()
-                    if d.empty:
-                        continue
-                    x = m + (k - (len(strategies) - 1) / 2) * width
-                    ax.bar(x, d.mean(), width * 0.9, color=f"C{k}", alpha=0.5, capsize=3,
-                           yerr=d.std() if len(d) > 1 else None,
-                           label=strategy if (i, j, m) == (0, 0, 0) else None)
-                    ax.plot([x] * len(d), d, "o", color=f"C{k}", ms=3)
-            ax.set_xticks(range(len(models)), models, rotation=30, ha="right", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(label, fontsize=8)
-            ax.set_title(f"trained and tested on {train_set}" if i == 0 else
-                         f"rarest class of {train_set}: {rarest.get(train_set, 'unknown')}", fontsize=8)
-    fig.legend(loc="outside lower center", ncols=len(strategies), fontsize=8, title_fontsize=8,
-               title=f"strategy minus {BASELINE}")
-    n = own.groupby(["train_set", "model", "imbalance"])["seed"].nunique()
-    if n.max() == 1:
-        title = "dot: the single seed pair (single seed: no spread)"
-    else:
-        pairs_n = f"{n.min()}" if n.min() == n.max() else f"{n.min()} to {n.max()}"
-        title = f"dot: one seed pair; bar: their mean; error bar: sample std (n = {pairs_n} pairs)"
-    fig.suptitle(title, fontsize=8)
-    runs.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # sections
 
 def section_data(manifests, counts, rarest):
@@ -212,6 +180,12 @@ def section_data(manifests, counts, rarest):
               md_table(["Set", "Split", *classes, "Total"],
                        [[r["set"], r["split"], *[r[c] for c in classes], r["total"]]
                         for _, r in counts.iterrows()]), ""]
+    with_val = ordered(counts.loc[counts["split"] == "val", "set"], SETS)
+    without = [s for s in ordered(counts["set"], SETS) if s not in with_val]
+    lines += [("Validation split (`val`, carved from the training data; learning rates and the kept epoch are "
+               f"chosen on it): {', '.join(with_val) if with_val else 'none'}"
+               + (f"; none in {', '.join(without)} (prepared with `--val-size 0` or before the split existed)"
+                  if without else "") + "."), ""]
     if rarest:
         named = sorted(rarest.items(), key=lambda kv: rank(kv[0], SETS))
         lines += ["Rarest class (fewest training chips) per training set: "
@@ -219,27 +193,22 @@ def section_data(manifests, counts, rarest):
     return lines
 
 
-def section_main(main, floors, classes):
+def section_main(main, floors, classes, per_run):
+    """The main table (the learning rate chosen on validation, protocol and degenerate flag per row), the best
+    model per training set chosen on validation (protocols.best_line) and the majority-class floor."""
     lines = ["## 1. How well does each model classify?", "",
              "Percent (scikit-learn on each run's saved per-chip predictions), every model tested on every "
-             "set. " + seed_note(main["n_seeds"]), ""]
-    own = main[main["train_set"] == main["test_set"]]
-    floor = floors.set_index("set")["f1_macro"] if len(floors) else pd.Series(dtype=float)
-    best = []
-    for s in ordered(own["test_set"], SETS):
-        r = own[own["test_set"] == s].sort_values("f1_macro_mean", ascending=False, kind="stable").iloc[0]
-        n = int(r["n_seeds"])
-        below = " (not above it)" if r["f1_macro_mean"] <= floor.get(s, -math.inf) else ""
-        best.append(f"{s}: {r['model']} ({r['imbalance']}) {fmt(r['f1_macro_mean'], r['f1_macro_std'], n)} "
-                    f"({'single seed' if n == 1 else f'n = {n}'}; majority-class floor {fmt(floor.get(s))}"
-                    f"{below})")
-    if best:
-        lines += ["Best macro-F1 trained and tested on the same set: " + "; ".join(best) + ".", ""]
+             "set, at the learning rate chosen on validation (column LR says how it was chosen). "
+             + seed_note(main["n_seeds"]), "", *protocols.best_line(main, floors),
+             protocols.degenerate_line(per_run), ""]
     values = [*METRICS, *[f"{c}_f1" for c in classes]]
-    header = ["Train", "Test", "Model", "Imbalance", "Seeds", *METRICS.values(),
-              *[f"F1 {c}" for c in classes]]
-    rows = [[r["train_set"], r["test_set"], r["model"], r["imbalance"], seeds_cell(int(r["n_seeds"])),
-             *[fmt(r[f"{v}_mean"], r[f"{v}_std"], int(r["n_seeds"])) for v in values]]
+    header = ["Train", "Test", "Model", "Imbalance", "Protocol", "LR", "Seeds", "Val. macro-F1",
+              *METRICS.values(), *[f"F1 {c}" for c in classes], "Degenerate"]
+    rows = [[r["train_set"], r["test_set"], r["model"], r["imbalance"], protocol_label(r["protocol"]),
+             lr_cell(r["lr"], r["lr_status"]), seeds_cell(int(r["n_seeds"])),
+             fmt(r["val_f1_macro_mean"], r["val_f1_macro_std"], int(r["n_seeds"])),
+             *[fmt(r[f"{v}_mean"], r[f"{v}_std"], int(r["n_seeds"])) for v in values],
+             protocols.degenerate_cell(r["n_degenerate"], int(r["n_seeds"]))]
             for _, r in main.iterrows()]
     lines += [md_table(header, rows), "", f"Unrounded values: [`{MAIN_CSV}`]({MAIN_CSV}).", ""]
     if len(floors):
@@ -256,57 +225,76 @@ def section_imbalance(per_run, pairs, effects, rarest, figure, report_dir):
     if pairs.empty:
         strategies = ", ".join(ordered(per_run["imbalance"], IMBALANCE))
         return lines + [(f"Not answerable from this grid: it needs runs with `{BASELINE}` and with another "
-                         f"imbalance strategy for the same seeds (strategies run: {strategies})."), ""]
-    lines += [f"Each strategy minus `{BASELINE}` in percentage points, paired by seed (a seed counts only "
-              f"when both runs have it; n = number of pairs), for macro-F1 and for the recall of the "
-              f"training set's rarest class. " + seed_note(effects["n_seeds"]), "",
+                         f"imbalance strategy for the same seeds and protocol (strategies run: {strategies})."), ""]
+    lines += [f"Each strategy minus `{BASELINE}` in percentage points, paired by seed within one protocol (a seed "
+              f"counts only when both runs have it; n = number of pairs), each at the learning rate chosen on "
+              f"validation for it (LR: strategy's rate / `{BASELINE}`'s rate), for macro-F1 and for the recall "
+              f"of the training set's rarest class. " + seed_note(effects["n_seeds"]), "",
               *image_lines([figure], report_dir)]
     tests = ordered(effects["test_set"], SETS)
     for train_set in ordered(effects["train_set"], SETS):
         part = effects[effects["train_set"] == train_set]
         rare = rarest.get(train_set, "the rarest class")
         rows = []
-        for (model, strategy), g in part.groupby(["model", "imbalance"], sort=False):
+        for (model, strategy, protocol, lr, lr_base, status), g in part.groupby(
+                ["model", "imbalance", "protocol", "lr", "lr_base", "lr_status"], sort=False):
             g = g.set_index("test_set")
             cells = [fmt(g.loc[t, f"{v}_mean"], g.loc[t, f"{v}_std"], int(g.loc[t, "n_seeds"]), signed=True)
                      if t in g.index else "–" for v in ("f1_macro", "rare_recall") for t in tests]
             pairs_n = ", ".join(seeds_cell(n) for n in sorted(set(g["n_seeds"])))
-            rows.append([model, strategy, pairs_n, *cells])
-        header = ["Model", "Strategy", "Pairs", *[f"Δ macro-F1 on {t}" for t in tests],
+            rows.append([model, strategy, protocol_label(protocol), f"{lr_cell(lr, status)} / {lr_base:g}", pairs_n,
+                         *cells])
+        header = ["Model", "Strategy", "Protocol", "LR", "Pairs", *[f"Δ macro-F1 on {t}" for t in tests],
                   *[f"Δ recall {rare} on {t}" for t in tests]]
         lines += [f"### Trained on {train_set} (rarest class: {rare})", "", md_table(header, rows), ""]
     return lines + [f"Unrounded values: [`{EFFECTS_CSV}`]({EFFECTS_CSV}) (kind `imbalance_vs_{BASELINE}`).",
                     ""]
 
 
+def heatmap_paths(output_dir, per_run):
+    """The grid's heat maps (tables.plot_figures) of the configurations whose rate is chosen or the only one: one
+    per imbalance strategy, and one more (suffix _legacy) per strategy with LEGACY records."""
+    chosen = per_run[per_run["lr_status"].isin([protocols.CHOSEN, protocols.ONLY])]
+    legacy = chosen["protocol"] == runs.LEGACY
+    suffixes = [s + suffix for s in ordered(chosen["imbalance"], IMBALANCE)
+                for suffix, present in (("", ~legacy), ("_legacy", legacy))
+                if (present & (chosen["imbalance"] == s)).any()]
+    return [Path(output_dir, "figures", f"cross_dataset_f1_macro_{s}.png") for s in suffixes]
+
+
 def section_transfer(output_dir, per_run, gaps):
     lines = ["## 3. Does a model trained on one dataset work on the other?", "",
-             ("Macro-F1, training set (rows) x test set (columns), a panel per model, mean over the seeds "
-              "(the grid's figures; the spread over seeds is in the main table):"), ""]
-    heatmaps = [Path(output_dir, "figures", f"cross_dataset_f1_macro_{s}.png")
-                for s in ordered(per_run["imbalance"], IMBALANCE)]
+             ("Macro-F1, training set (rows) x test set (columns), a panel per model, mean over the seeds at the "
+              "learning rate chosen on validation (the grid's figures, one per imbalance strategy; `_legacy`: the "
+              f"{protocols.LEGACY_LABEL}; the spread over seeds is in the main table):"), ""]
+    heatmaps = heatmap_paths(output_dir, per_run)
     lines += image_lines([p for p in heatmaps if p.is_file()], output_dir)
     missing = [p.name for p in heatmaps if not p.is_file()]
     if missing:
         lines += [(f"Missing heat map(s): {', '.join(missing)} (rebuild them with `python test_models.py "
                    f"--aggregate-only --output-dir {output_dir}`)."), ""]
+    if (per_run["lr_status"] == protocols.UNCHOSEN).any():
+        lines += ["The heat maps leave out the configurations trained with several learning rates and no "
+                  "validation split (no rate is chosen for them); the main table shows each of their rates.", ""]
     if gaps.empty:
-        return lines + [("No transfer gap: it needs, for the same model, strategy and seed, a run trained on "
-                         "the test set itself and one trained on another set."), ""]
-    rows = [[r["train_set"], r["test_set"], r["model"], r["imbalance"], seeds_cell(int(r["n_seeds"])),
+        return lines + [("No transfer gap: it needs, for the same model, strategy, protocol and seed, a run "
+                         "trained on the test set itself and one trained on another set."), ""]
+    rows = [[r["train_set"], r["test_set"], r["model"], r["imbalance"], protocol_label(r["protocol"]),
+             f"{lr_cell(r['lr'], r['lr_status'])} / {r['lr_base']:g}", seeds_cell(int(r["n_seeds"])),
              fmt(r["f1_macro_mean"], r["f1_macro_std"], int(r["n_seeds"]), signed=True)]
             for _, r in gaps.iterrows()]
     return lines + ["Transfer gap: macro-F1 on a test set when trained on another set, minus when trained on "
-                    "that test set itself (same model, strategy and seed), percentage points. "
-                    + seed_note(gaps["n_seeds"]), "",
-                    md_table(["Train", "Test", "Model", "Imbalance", "Pairs",
+                    "that test set itself (same model, strategy, protocol and seed; LR: the rate of the run trained "
+                    "elsewhere / of the run trained on the test set, each chosen on validation), percentage "
+                    "points. " + seed_note(gaps["n_seeds"]), "",
+                    md_table(["Train", "Test", "Model", "Imbalance", "Protocol", "LR", "Pairs",
                               "Δ macro-F1 vs trained on the test set"], rows),
                     "", f"Unrounded values: [`{EFFECTS_CSV}`]({EFFECTS_CSV}) (kind `transfer_vs_own`).", ""]
 
 
 def section_gradcam(exp_dir, report_dir):
     """grad_cams.py's per set and model summary (cam_summary.csv), the grid cell it explained (cam_scores.csv
-    `cell`) and its figures, linked where they lie."""
+    `cell`, and `cell_choice`: how its learning rate was chosen) and its figures, linked where they lie."""
     lines = ["## Where do the models look? (Grad-CAM)", ""]
     summary_path, scores_path = Path(exp_dir, "cam_summary.csv"), Path(exp_dir, "cam_scores.csv")
     if not summary_path.is_file():
@@ -316,8 +304,10 @@ def section_gradcam(exp_dir, report_dir):
     cells = pd.Series(dtype=str)
     if scores_path.is_file():
         scores = pd.read_csv(scores_path, dtype=str, keep_default_na=False)
-        cells = scores.groupby(["set", "model"])["cell"].agg(
-            lambda c: ", ".join(sorted({relative(p, report_dir) for p in c})))
+        choice = scores["cell_choice"] if "cell_choice" in scores else ""  # how grad_cams.py chose the cell
+        scores["shown"] = scores["cell"].map(lambda p: relative(p, report_dir)) + \
+            pd.Series(choice, index=scores.index).map(lambda c: f" ({c})" if c else "")
+        cells = scores.groupby(["set", "model"])["shown"].agg(lambda c: ", ".join(sorted(set(c))))
     rows = [[r["set"], r["model"], f"{int(r['n'])} ({int(r['n_scored'])})", fmt(100 * r["on_ship_energy"]),
              fmt(100 * r["ship_area_fraction"]), fmt(r["lift"], digits=2), fmt(100 * r["peak_on_ship"]),
              cells.get((r["set"], r["model"]), "not recorded")] for _, r in summary.iterrows()]
@@ -357,8 +347,8 @@ def section_hardware(found):
     return ["## Hardware and time", "",
             f"- Device: {distinct('device')}", f"- Platform: {distinct('platform')}",
             f"- CPU count: {distinct('cpu_count')}", f"- torch: {distinct('torch_version')}", "",
-            ("Seconds from the run records, summed over every finished run (all strategies and seeds) of a "
-             "training set and model:"), "",
+            ("Seconds from the run records, summed over every finished run (all strategies, learning rates, "
+             "protocols and seeds) of a training set and model:"), "",
             md_table(["Train set", "Model", "Runs", "Training s", "Evaluation s"], rows), "",
             (f"Total over {len(records)} runs: training {secs(times['train'].sum(min_count=1))} s, "
              f"evaluation {secs(times['eval'].sum(min_count=1))} s."), "",
@@ -372,24 +362,30 @@ def section_hardware(found):
 
 def gather(output_dir, data_dir):
     """Every input and statistic the report shows, as a dict: found (the finished cells, [(folder, record)]),
-    manifests, counts, rarest, floors, per_run, classes, main, pairs, effects, gaps."""
+    manifests, counts, rarest, floors, per_run (every run), shown (the runs at the learning rates the tables
+    show), classes, main, pairs, effects, gaps."""
     found = runs.find_records(output_dir)
     if not found:
         raise FileNotFoundError(f"no finished cells under {Path(output_dir, runs.RUNS)} (<train_set>/<model>/"
-                                "<imbalance>/seed<k>/record.json): run python test_models.py first, or pass "
+                                "<imbalance>/lr<lr>/seed<k>/record.json): run python test_models.py first, or pass "
                                 "--output-dir where it wrote them")
     g = {"found": found, "manifests": load_manifests(data_dir)}
     g["counts"] = class_counts(g["manifests"])
     g["rarest"] = rarest_classes(g["counts"], found)
     g["floors"] = majority_floors(g["manifests"])
     g["per_run"] = per_run = per_run_metrics(found, g["rarest"])
+    g["shown"] = shown = per_run[per_run["lr_status"] != DROPPED].assign(lr_pair=protocols.pairing_key)
     g["classes"] = classes = sorted({c for _, rec in found for c in rec["classes"]})
     per_class = [f"{c}_{m}" for c in classes for m in ("f1", "recall")]
-    g["main"] = aggregate_seeds(per_run, KEYS, ["accuracy", *METRICS, *per_class, "rare_recall"])
-    g["pairs"], gap_pairs = imbalance_pairs(per_run, BASELINE), transfer_pairs(per_run)
-    g["effects"] = (runs.sort_frame(aggregate_seeds(g["pairs"], KEYS, ["f1_macro", "rare_recall"]), KEYS)
+    main = aggregate_seeds(shown, KEYS, ["accuracy", *METRICS, *per_class, "rare_recall", "val_f1_macro"])
+    g["main"] = main.merge(protocols.degenerate_counts(shown, KEYS), on=KEYS, how="left")
+    on, keep = ["protocol", "lr_pair"], ["lr"]
+    g["pairs"] = imbalance_pairs(shown, BASELINE, on, keep)
+    gap_pairs = transfer_pairs(shown, on, keep)
+    effect_keys = [*KEYS, "lr_base"]
+    g["effects"] = (runs.sort_frame(aggregate_seeds(g["pairs"], effect_keys, ["f1_macro", "rare_recall"]), KEYS)
                     if len(g["pairs"]) else pd.DataFrame())
-    g["gaps"] = (runs.sort_frame(aggregate_seeds(gap_pairs, KEYS, ["f1_macro"]), KEYS)
+    g["gaps"] = (runs.sort_frame(aggregate_seeds(gap_pairs, effect_keys, ["f1_macro"]), KEYS)
                  if len(gap_pairs) else pd.DataFrame())
     return g
 
@@ -402,7 +398,7 @@ def write_figures(output_dir, g):
     figure = fig_dir / "imbalance_effects.png"
     written = set()
     if len(g["pairs"]):
-        plot_imbalance_effects(g["pairs"], g["rarest"], figure)
+        plot_imbalance_effects(g["pairs"], g["rarest"], figure, BASELINE)
         written.add(figure)
     for path in fig_dir.iterdir():  # the report's own figures only; hidden names are others' temporaries
         if path not in written and path.is_file() and not path.name.startswith("."):
@@ -426,7 +422,8 @@ def header_lines(data_dir, g):
                      f"sets {', '.join(ordered(per_run['train_set'], SETS))}; models "
                      f"{', '.join(ordered(per_run['model'], MODEL_NAMES))}; imbalance strategies "
                      f"{', '.join(ordered(per_run['imbalance'], IMBALANCE))}; seeds "
-                     f"{', '.join(map(str, seeds))}{' (single seed)' if len(seeds) == 1 else ''}."), ""]
+                     f"{', '.join(map(str, seeds))}{' (single seed)' if len(seeds) == 1 else ''}."), "",
+                    protocols.protocol_line(per_run), ""]
 
 
 def write_tables(output_dir, g):
@@ -449,10 +446,10 @@ def build_report(output_dir, data_dir, exp_dir=None):
     figure = write_figures(output_dir, g)
     lines = header_lines(data_dir, g)
     lines += section_data(g["manifests"], g["counts"], g["rarest"])
-    lines += section_main(g["main"], g["floors"], g["classes"])
-    lines += section_published(g["per_run"], g["floors"])
-    lines += section_imbalance(g["per_run"], g["pairs"], g["effects"], g["rarest"], figure, output_dir)
-    lines += section_transfer(output_dir, g["per_run"], g["gaps"])
+    lines += section_main(g["main"], g["floors"], g["classes"], g["per_run"])
+    lines += section_published(g["shown"], g["floors"])
+    lines += section_imbalance(g["shown"], g["pairs"], g["effects"], g["rarest"], figure, output_dir)
+    lines += section_transfer(output_dir, g["shown"], g["gaps"])
     lines += section_gradcam(exp_dir, output_dir)
     lines += section_hardware(g["found"])
     write_tables(output_dir, g)

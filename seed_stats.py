@@ -20,29 +20,33 @@ def aggregate_seeds(per_run, keys, values):
     return out.reset_index()
 
 
-def paired_differences(a, b, on, values):
+def paired_differences(a, b, on, values, keep=()):
     """a - b per seed for the rows of `a` and `b` that agree on `on` and on the seed: a seed missing from
     either side drops out. Returns the rows of `a` that found a partner, `values` replaced by the
-    differences."""
-    on, values = list(on), list(values)
-    merged = a.merge(b[[*on, "seed", *values]], on=[*on, "seed"], suffixes=("", "_base"))
+    differences, and the columns `keep` of the partner in b as <column>_base."""
+    on, values, keep = list(on), list(values), [k for k in keep if k not in on]
+    merged = a.merge(b[[*on, "seed", *values, *keep]], on=[*on, "seed"], suffixes=("", "_base"))
     for v in values:
         merged[v] = merged[v] - merged.pop(f"{v}_base")
     return merged
 
 
-def imbalance_pairs(per_run, baseline):
-    """Each imbalance strategy minus `baseline`: same train set, test set, model and seed."""
+def imbalance_pairs(per_run, baseline, on=(), keep=()):
+    """Each imbalance strategy minus `baseline`: same train set, test set, model and seed, and the same values
+    of the further columns `on` (report.py: the protocol and the learning rate's pairing key); `keep`: columns of
+    the baseline run kept as <column>_base."""
     base = per_run["imbalance"] == baseline
-    return paired_differences(per_run[~base], per_run[base], ["train_set", "test_set", "model"],
-                              ["f1_macro", "rare_recall"])
+    return paired_differences(per_run[~base], per_run[base], ["train_set", "test_set", "model", *on],
+                              ["f1_macro", "rare_recall"], keep)
 
 
-def transfer_pairs(per_run):
+def transfer_pairs(per_run, on=(), keep=()):
     """Macro-F1 on a test set when trained on another set minus when trained on that test set itself: same
-    model, imbalance strategy and seed. What training on the other dataset costs."""
+    model, imbalance strategy and seed (and further columns `on`; `keep` as in imbalance_pairs). What training
+    on the other dataset costs."""
     own = per_run["train_set"] == per_run["test_set"]
-    return paired_differences(per_run[~own], per_run[own], ["test_set", "model", "imbalance"], ["f1_macro"])
+    return paired_differences(per_run[~own], per_run[own], ["test_set", "model", "imbalance", *on], ["f1_macro"],
+                              keep)
 
 
 def fmt(mean, std=math.nan, n=1, signed=False, digits=1):

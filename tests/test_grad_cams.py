@@ -2,8 +2,10 @@
 
 The module fixture trains the five models for one epoch at 64 px (every target map is at least 2x2 there:
 ResNet layer4 2x2, VGG conv5_3 4x4, cnn 16x16) on a tiny FUSAR-like set, and the cnn alone on a tiny
-OpenSARShip-like set, then explains both sets.
+OpenSARShip-like set, then explains both sets. Which cell is explained (learning rate chosen on validation,
+LEGACY cells of the earlier layout) is tested on hand-made cell folders.
 """
+import json
 import os
 import socket
 import subprocess
@@ -83,6 +85,10 @@ def test_files_for_every_set_model_and_class(grid):
     assert (scores["agrees_with_grid"].astype(str) == "True").all()
     # the missing models of opensarship are reported, not fatal
     assert sum("opensarship" in p for p in result["problems"]) == 4
+    # the cell explained: imbalance none, the only learning rate, the smallest seed
+    assert set(scores["cell"]) == {(root / f"runs/{s}/{m}/none/lr0.001/seed0").as_posix()
+                                   for s, ms in trained.items() for m in ms}
+    assert set(scores["cell_choice"]) == {"lr 0.001: the only rate"}
 
 
 def test_maps_differ_between_chips_and_are_not_uniform(grid):
@@ -188,13 +194,13 @@ def test_frozen_models_get_gradients_at_their_target_layer(grid):
 def test_missing_checkpoint_grid_set_and_chips(grid, tmp_path, capsys):
     root, _ = grid
     grid_dir = tmp_path / "grid"
-    cnn = grid_dir / "runs/fusar/cnn/none"
+    cnn = grid_dir / "runs/fusar/cnn/none/lr0.001"
     cnn.mkdir(parents=True)
-    os.symlink(root / "runs/fusar/cnn/none/seed0", cnn / "seed0")        # a finished cell
-    vgg = grid_dir / "runs/fusar/vgg/none/seed0"
+    os.symlink(root / "runs/fusar/cnn/none/lr0.001/seed0", cnn / "seed0")        # a finished cell
+    vgg = grid_dir / "runs/fusar/vgg/none/lr0.001/seed0"
     vgg.mkdir(parents=True)
     (vgg / "record.json").write_text("{}")                          # finished, but its checkpoint is gone
-    resnet = grid_dir / "runs/fusar/resnet/none/seed0"
+    resnet = grid_dir / "runs/fusar/resnet/none/lr0.001/seed0"
     resnet.mkdir(parents=True)
     (resnet / "record.json").write_text("{}")
     (resnet / "checkpoint.pt").write_bytes(b"truncated")                 # a copy that was interrupted
@@ -237,3 +243,49 @@ def test_command_line_and_stale_temporaries(tmp_path, capsys):
     result = grad_cams.main(args)
     assert not stale.exists() and len(result["scores"]) == 0
     assert "no prepared sets under" in capsys.readouterr().out
+
+
+def _cell(root, path, val=None, checkpoint=True):
+    """A finished cell folder under root/runs/ with a record.json holding only its validation score."""
+    folder = root / "runs" / path
+    folder.mkdir(parents=True)
+    (folder / "record.json").write_text(json.dumps({"protocol": {"val_f1_macro": val}}))
+    if checkpoint:
+        (folder / "checkpoint.pt").write_bytes(b"")
+    return folder
+
+
+def test_cell_choice_learning_rate_and_legacy(tmp_path):
+    find = grad_cams.find_cell
+    # validation: the highest mean over seeds (lr0.01: 60 and 80 = 70 beats lr0.001: 65 and 66), smallest seed
+    _cell(tmp_path, "fusar/cnn/none/lr0.001/seed0", 65.0)
+    _cell(tmp_path, "fusar/cnn/none/lr0.001/seed1", 66.0)
+    _cell(tmp_path, "fusar/cnn/none/lr0.01/seed3", 60.0)
+    best = _cell(tmp_path, "fusar/cnn/none/lr0.01/seed2", 80.0)
+    cell, problem, how = find(tmp_path, "fusar", "cnn", "none", None)
+    assert (cell, problem) == (best, None) and how == "lr 0.01: chosen on validation among 0.001, 0.01"
+    assert find(tmp_path, "fusar", "cnn", "none", 1, lr=0.001)[0] == tmp_path / "runs/fusar/cnn/none/lr0.001/seed1"
+    assert "no cell with lr 0.1 (found: 0.001, 0.01); pass --lr" in find(tmp_path, "fusar", "cnn", "none", None,
+                                                                           lr=0.1)[1]
+    assert "no finished cell for seed 0 (found seeds [2, 3])" in find(tmp_path, "fusar", "cnn", "none", 0,
+                                                                      lr=0.01)[1]
+    # a tie on validation: the smaller rate
+    _cell(tmp_path, "fusar/vgg/none/lr0.001/seed0", 70.0)
+    _cell(tmp_path, "fusar/vgg/none/lr0.0003/seed0", 70.0)
+    assert find(tmp_path, "fusar", "vgg", "none", None)[0] == tmp_path / "runs/fusar/vgg/none/lr0.0003/seed0"
+    # several rates, no validation: the smallest, said so
+    _cell(tmp_path, "fusar/resnet/none/lr0.001/seed0")
+    small = _cell(tmp_path, "fusar/resnet/none/lr0.0001/seed0")
+    cell, _, how = find(tmp_path, "fusar", "resnet", "none", None)
+    assert cell == small and "the smallest of 0.0001, 0.001; none is chosen without validation" in how
+    # LEGACY cells (no lr level) only where they are all there is
+    legacy = _cell(tmp_path, "mixed/cnn/none/seed0")
+    cell, _, how = find(tmp_path, "mixed", "cnn", "none", None)
+    assert cell == legacy and how.startswith("earlier record (no learning-rate level)")
+    new = _cell(tmp_path, "mixed/cnn/none/lr0.001/seed1")
+    assert find(tmp_path, "mixed", "cnn", "none", None)[:2] == (new, None)
+    # an unfinished rate folder (no record.json) is not a candidate; a missing checkpoint is reported
+    (tmp_path / "runs/mixed/cnn/none/lr0.1/.seed0.tmp-host-1-0123abcd").mkdir(parents=True)
+    _cell(tmp_path, "opensarship/cnn/none/lr0.001/seed0", checkpoint=False)
+    assert "checkpoint.pt is missing" in find(tmp_path, "opensarship", "cnn", "none", None)[1]
+    assert find(tmp_path, "mixed", "cnn", "none", None)[0] == new

@@ -325,7 +325,7 @@ def test_scores_recomputed_from_predictions_csv_with_sklearn(grid):
 
 def test_cells_start_from_fresh_identical_weights(grid):
     def record(train_set, model):
-        return json.loads((grid / "runs" / train_set / model / "none" / "lr0.001" / "seed42" / "record.json").read_text())
+        return json.loads((grid / "runs" / train_set / model / "none/lr0.001/seed42" / "record.json").read_text())
 
     for model in MODELS:
         a, b = record("fusar", model), record("opensarship", model)

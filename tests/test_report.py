@@ -6,8 +6,11 @@ tables, its links, and its honesty about seeds and synthetic data.
 One tiny grid is trained once for the module (tests/fixtures.py sets, cnn at 32 px, 1 epoch, batch 8, trained
 on fusar, tested on fusar and opensarship, imbalance none and weighted, seeds 0 and 1), then explained by
 grad_cams.py and reported on. The training split has a single rarest class (Tanker), so the imbalance section
-follows one class.
+follows one class. Learning rates, protocols and degenerate cells are tested on hand-written records (the report
+reads records only), where the test-best and the validation-best models differ; one more tiny grid, with a
+validation split and two learning rates, checks that the report shows the rate scores.csv selects.
 """
+import json
 import math
 import re
 import shutil
@@ -22,10 +25,14 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
 from fixtures import CLASSES, write_tiny_prepared
 
+import cam_cells
 import grad_cams
+import protocols
 import report
 import seed_stats
+import sets
 import test_models
+from runs import cell_name as runs_cell_name
 from runs import find_records
 
 TRAIN_COUNTS = {"Cargo": 8, "Fishing": 5, "Tanker": 3}  # Tanker alone is the rarest training class
@@ -106,10 +113,10 @@ def test_main_table_equals_sklearn_on_predictions(grid):
             assert row[f"{value}_mean"] == pytest.approx(runs[value].mean(), abs=0.01), value
             assert row[f"{value}_std"] == pytest.approx(runs[value].std(ddof=1), abs=0.01), value
         cells = _md_row(grid["text"], [row["train_set"], row["test_set"], "cnn", row["imbalance"]])
-        assert cells[4] == "n = 2"
+        assert cells[4:8] == ["bn on, last", "0.001 (only rate)", "n = 2", "–"]  # no val split: no val score
         shown = [f"{row[f'{v}_mean']:.1f} ± {row[f'{v}_std']:.1f}" for v in
                  ["f1_macro", "balanced_accuracy", "f1_weighted", *[f"{c}_f1" for c in CLASSES]]]
-        assert cells[5:] == shown
+        assert cells[8:-1] == shown
 
 
 def test_imbalance_effect_is_paired_by_seed_on_the_rarest_class(grid):
@@ -129,8 +136,8 @@ def test_imbalance_effect_is_paired_by_seed_on_the_rarest_class(grid):
         assert row["n_seeds"] == 2
     cells = _md_row(grid["text"], ["cnn", "weighted"])
     by_test = effects.set_index("test_set")
-    assert cells[2] == "n = 2"
-    assert cells[3:] == [f"{by_test.loc[t, f'{v}_mean']:+.1f} ± {by_test.loc[t, f'{v}_std']:.1f}"
+    assert cells[2:5] == ["bn on, last", "0.001 (only rate) / 0.001", "n = 2"]
+    assert cells[5:] == [f"{by_test.loc[t, f'{v}_mean']:+.1f} ± {by_test.loc[t, f'{v}_std']:.1f}"
                          for v in ("f1_macro", "rare_recall") for t in ("fusar", "opensarship")]
 
 
@@ -156,6 +163,10 @@ def test_report_sections_come_from_the_records(grid):
     assert _md_row(text, ["mixed", "published, all Cargo"])[3:5] == ["71.92", "60.18"]
     assert _md_row(text, ["fusar", "ours, `fine_vgg`"])[2] == "no run"
     assert "inverted" in text or "wrong way round" in text
+    assert "fusar: no best model named, since its runs have no validation split" in text
+    assert "Protocol of the records: `bn on, last` (batch-norm recalibration on, epoch kept: last, validation " \
+        "split no; learning rate(s) 0.001; 4 runs)" in text
+    assert "Validation split (`val`" in text and "none in fusar, opensarship" in text
     records = [rec for _, rec in find_records(grid["out"])]
     cells = _md_row(text, ["fusar", "cnn", "4"])
     assert cells[3] == f"{sum(r['train_seconds'] for r in records):.1f}"
@@ -169,13 +180,13 @@ def test_report_sections_come_from_the_records(grid):
 
 def test_single_seed_grid_shows_no_spread(grid, tmp_path):
     out = tmp_path / "out"
-    for seed0 in (grid["out"] / "runs").glob("*/*/*/seed0"):
+    for seed0 in (grid["out"] / "runs").glob("*/*/*/lr*/seed0"):
         shutil.copytree(seed0, out / seed0.relative_to(grid["out"]))
     test_models.main(_grid_args(grid["data"], out, "--aggregate-only"))
     text = _report(out, grid["data"], "--exp-dir", str(grid["exp"])).read_text()
     assert "±" not in text
     assert "seeds 0 (single seed)" in text and "Single seed: every number is one run's result" in text
-    assert _md_row(text, ["fusar", "fusar", "cnn", "none"])[4] == "1 (single seed)"
+    assert _md_row(text, ["fusar", "fusar", "cnn", "none"])[6] == "1 (single seed)"
     table = pd.read_csv(out / report.MAIN_CSV)
     assert table["f1_macro_std"].isna().all() and (table["n_seeds"] == 1).all()
     for target in re.findall(r"\]\(([^)]+)\)", text):
@@ -248,3 +259,155 @@ def test_command_line_and_stale_temporaries(tmp_path):
     with pytest.raises(SystemExit):
         report.main(report.get_args_parser().parse_args(["--output-dir", str(tmp_path)]))
     assert not stale.exists()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# learning rates, protocols and degenerate cells, on hand-written records
+
+def _scores(value):
+    """A record's metrics with every score equal to `value` (percent), as metrics.score_row names them."""
+    scores = {k: value for k in ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro")}
+    return {"n": 12, **scores, **{f"{c}_{m}": value for c in CLASSES for m in ("precision", "recall", "f1")}}
+
+
+def _write_record(out, cell, tests, val=None, legacy=False, degenerate=()):
+    """A finished cell as test_models.py writes it, without its checkpoint: `cell` = (train set, model,
+    imbalance, lr, seed); tests {test set: macro-F1}; val: the kept epoch's validation macro-F1 (None: no val
+    split); legacy: the earlier layout (no lr folder, no protocol, no degenerate flags: the report reads them
+    from predictions_<test set>.csv, written all Cargo for the test sets in `degenerate`)."""
+    train_set, model_name, imbalance, lr, seed = cell
+    record = {"train_set": train_set, "model": model_name, "imbalance": imbalance, "seed": seed,
+              "classes": list(CLASSES), "args": {"lr": lr, "epochs": 3}, "history": [],
+              "train_counts": TRAIN_COUNTS, "train_seconds": 1.0, "eval_seconds": 0.5, "device": "cpu"}
+    record["test_sets"] = {t: {"n": 12, "metrics": _scores(v)} for t, v in tests.items()}
+    if legacy:
+        folder = out / "runs" / train_set / model_name / imbalance / f"seed{seed}"
+    else:
+        folder = out / "runs" / runs_cell_name(cell)
+        record["lr"] = lr
+        record["protocol"] = {"name": "bn on, best" if val is not None else "bn on, last", "bn_recalibrate": "on",
+                              "bn_layers": 2, "val": val is not None, "frozen_bn": None,
+                              "select": "best" if val is not None else "last", "epoch": 2, "val_f1_macro": val,
+                              "patience": None, "stopped_early": False}
+        for t, result in record["test_sets"].items():
+            result.update(degenerate=t in degenerate, top_share=100.0 if t in degenerate else 50.0)
+    folder.mkdir(parents=True)
+    (folder / "record.json").write_text(json.dumps(record))
+    if legacy:
+        for t in tests:
+            true = ["Cargo"] * 6 + ["Fishing"] * 3 + ["Tanker"] * 3
+            pred = ["Cargo"] * 12 if t in degenerate else true
+            pd.DataFrame({"path": [f"test/{c}/{i}.png" for i, c in enumerate(true)], "true": true,
+                          "pred": pred}).to_csv(folder / f"predictions_{t}.csv", index=False)
+    return folder
+
+
+def test_best_model_is_chosen_on_validation_never_on_test(tmp_path):
+    # (model, lr): (validation macro-F1, test macro-F1) per seed. On test, cnn at either rate and vgg at 0.0003
+    # beat vgg at 0.001; on validation cnn's best rate is 0.0003, vgg's is 0.001, and vgg at 0.001 beats all.
+    runs_ = {("cnn", 0.001): ((60, 62), (95, 93)), ("cnn", 0.0003): ((70, 72), (90, 88)),
+             ("vgg", 0.001): ((80, 82), (40, 42)), ("vgg", 0.0003): ((50, 52), (99, 97))}
+    for (model_name, lr), (vals, tests) in runs_.items():
+        for seed, (val, test) in enumerate(zip(vals, tests)):
+            _write_record(tmp_path, ("fusar", model_name, "none", lr, seed), {"fusar": test}, val=val)
+    text = _report(tmp_path, tmp_path / "no_data").read_text()
+    best = next(line for line in text.splitlines() if line.startswith("Best model"))
+    assert "chosen on validation" in best and "never a test score" in best
+    assert "fusar: vgg (none, lr 0.001, bn on, best), validation macro-F1 81.0 ± 1.4; test macro-F1 41.0 ± 1.4" \
+        in best
+    cnn = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
+    assert cnn[5:9] == ["0.0003 (chosen on validation)", "n = 2", "71.0 ± 1.4", "89.0 ± 1.4"]
+    assert _md_row(text, ["fusar", "fusar", "vgg", "none", "bn on, best"])[5] == "0.001 (chosen on validation)"
+    assert "| 0.001 (chosen" not in "".join(line for line in text.splitlines() if "| cnn |" in line)
+    table = pd.read_csv(tmp_path / report.MAIN_CSV)
+    assert sorted(zip(table["model"], table["lr"])) == [("cnn", 0.0003), ("vgg", 0.001)]
+    assert "Protocol of the records: `bn on, best` (batch-norm recalibration on, epoch kept: best (validation " \
+        "macro-F1), validation split yes; learning rate(s) 0.0003, 0.001; 8 runs)" in text
+
+
+def test_several_rates_without_validation_are_each_shown_and_no_best_is_named(tmp_path):
+    for lr, test in ((0.001, 50.0), (0.0003, 70.0)):
+        _write_record(tmp_path, ("fusar", "cnn", "none", lr, 0), {"fusar": test})
+    text = _report(tmp_path, tmp_path / "no_data").read_text()
+    assert "fusar: no best model named, since its runs have no validation split" in text
+    assert "Best model" in text and "cnn (none" not in text
+    for lr, test in (("0.001", "50.0"), ("0.0003", "70.0")):
+        row = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, last", f"{lr} (none chosen: no validation)"])
+        assert row[8] == test
+
+
+def test_legacy_records_are_labelled_and_never_averaged_with_new_ones(tmp_path):
+    _write_record(tmp_path, ("fusar", "cnn", "none", 0.001, 0), {"fusar": 40.0}, legacy=True)
+    _write_record(tmp_path, ("fusar", "cnn", "none", 0.001, 0), {"fusar": 80.0}, val=75.0)
+    _write_record(tmp_path, ("fusar", "cnn", "none", 0.001, 1), {"fusar": 84.0}, val=77.0)
+    text = _report(tmp_path, tmp_path / "no_data").read_text()
+    legacy = _md_row(text, ["fusar", "fusar", "cnn", "none", protocols.LEGACY_LABEL])
+    assert protocols.LEGACY_LABEL == "earlier records: stored batch-norm statistics, last epoch, no validation"
+    assert legacy[5:9] == ["0.001 (only rate)", "1 (single seed)", "–", "40.0"]
+    new = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
+    assert new[5:9] == ["0.001 (only rate)", "n = 2", "76.0 ± 1.4", "82.0 ± 2.8"]  # 80 and 84: legacy 40 left out
+    assert f"`legacy` ({protocols.LEGACY_LABEL}" in text and "`bn on, best`" in text
+    # the best model comes from the runs with validation only
+    assert "fusar: cnn (none, lr 0.001, bn on, best), validation macro-F1 76.0 ± 1.4" in text
+    table = pd.read_csv(tmp_path / report.MAIN_CSV)
+    assert sorted(table["protocol"]) == ["bn on, best", "legacy"] and sorted(table["n_seeds"]) == [1, 2]
+
+
+def test_degenerate_cells_are_counted_and_marked(tmp_path):
+    both = {"fusar": 60.0, "opensarship": 30.0}
+    _write_record(tmp_path, ("fusar", "cnn", "none", 0.001, 0), both, degenerate=("opensarship",))
+    _write_record(tmp_path, ("fusar", "cnn", "none", 0.001, 1), both)
+    _write_record(tmp_path, ("fusar", "cnn", "none", 0.001, 2), both, degenerate=("fusar", "opensarship"))
+    _write_record(tmp_path, ("fusar", "vgg", "none", 0.001, 0), both, legacy=True, degenerate=("fusar",))
+    _write_record(tmp_path, ("fusar", "vgg", "none", 0.001, 1), both, legacy=True)
+    text = _report(tmp_path, tmp_path / "no_data").read_text()
+    assert "3 of 5 cells predict one class for more than 95 % of a test set's chips" in text
+    assert _md_row(text, ["fusar", "opensarship", "cnn", "none"])[-1] == "**2 of 3 seeds**"
+    assert _md_row(text, ["fusar", "fusar", "cnn", "none"])[-1] == "**1 of 3 seeds**"
+    assert _md_row(text, ["fusar", "fusar", "vgg", "none"])[-1] == "**1 of 2 seeds**"  # from its predictions
+    assert _md_row(text, ["fusar", "opensarship", "vgg", "none"])[-1] == "no"
+
+
+def _add_val_split(set_dir, per_class):
+    """Move the first `per_class` training chips of each class (and their masks) to val/, as dataset_prep.py
+    --val-size lays a validation split out: val/<Class>/, masks/val/<Class>/, manifest split `val`."""
+    rows = sets.read_manifest(set_dir)
+    for cls in CLASSES:
+        for row in [r for r in rows if r["split"] == "train" and r["class"] == cls][:per_class]:
+            for key, old in (("path", "train/"), ("mask", "masks/train/")):
+                new = row[key].replace(old, old.replace("train", "val"), 1)
+                (set_dir / new).parent.mkdir(parents=True, exist_ok=True)
+                (set_dir / row[key]).rename(set_dir / new)
+                row[key] = new
+            row["split"] = "val"
+    sets.write_manifest(set_dir / sets.MANIFEST, sorted(rows, key=lambda r: r["path"]))
+
+
+def test_validation_grid_shows_the_rates_scores_csv_selects(tmp_path):
+    data = write_tiny_prepared(tmp_path / "prepared", sets=("fusar",),
+                               counts={"train": {"Cargo": 10, "Fishing": 6, "Tanker": 5}, "test": TEST_COUNTS})
+    _add_val_split(data / "fusar", 2)
+    out = tmp_path / "out"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        test_models.main(_grid_args(data, out, "--datasets", "fusar", "--seeds", "0,1", "--epochs", "2",
+                                    "--lr", "0.01,0.0003"))
+    finally:
+        torch.set_num_threads(threads)
+    text = _report(out, data).read_text()
+    assert _md_row(text, ["fusar", "val"])[2:] == ["2", "2", "2", "6"]
+    assert "Validation split (`val`, carved from the training data; learning rates and the kept epoch are chosen " \
+        "on it): fusar." in text
+    scores = pd.read_csv(out / "scores.csv")
+    chosen = scores.loc[scores["selected"], "lr"].unique()
+    assert len(chosen) == 1 and scores["val_f1_macro"].notna().all()
+    row = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
+    assert row[5] == f"{chosen[0]:g} (chosen on validation)"
+    mean_val = scores[scores["selected"]]["val_f1_macro"].mean()
+    assert row[7] == f"{mean_val:.1f} ± {scores[scores['selected']]['val_f1_macro'].std():.1f}"
+    assert f"fusar: cnn (none, lr {chosen[0]:g}, bn on, best), validation macro-F1" in text
+    # grad_cams.py explains the cell of the same rate, the smallest seed
+    cell, problem, how = cam_cells.find_cell(out, "fusar", "cnn", "none", None)
+    assert problem is None and cell == out / "runs/fusar/cnn/none" / f"lr{chosen[0]:g}" / "seed0"
+    assert how.startswith(f"lr {chosen[0]:g}: chosen on validation")
