@@ -89,6 +89,25 @@ IMBALANCE = ["none"]
 NOT_CELL_ARGS = ("force", "aggregate_only", "shard")
 
 
+def add_speed_flags(parser):
+    """The flags that change how fast a cell runs, never what it computes (bench.py measures them)."""
+    parser.add_argument("--num-workers", type=int_at_least(0), default=min(8, os.cpu_count() or 1),
+                        help="threads decoding the PNGs of a split (once per run; 0: in the main thread); "
+                             "the decoded arrays do not depend on it")
+    parser.add_argument("--amp", default="auto", choices=engine.AMP_CHOICES,
+                        help="mixed precision: auto = on for CUDA, off on the CPU")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the trained module (minutes of compilation per cell; pays off for "
+                             "long CUDA runs)")
+    parser.add_argument("--cache-on-disk", action="store_true",
+                        help="keep the decoded splits memory-mapped from <set>/.cache/ instead of reading them "
+                             "into RAM (for machines with less memory than the data)")
+    parser.add_argument("--no-feature-cache", action="store_true",
+                        help="push every chip through the frozen backbones of fine_vgg/fine_resnet in every "
+                             "epoch instead of training their head on cached features (for checking: the "
+                             "results agree within float rounding)")
+
+
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description="Train and test every model on every prepared set",
                                      add_help=add_help, formatter_class=HelpFormatter)
@@ -127,21 +146,7 @@ def get_args_parser(add_help=True):
     parser.add_argument("--weights", default=WEIGHTS, choices=WEIGHT_CHOICES,
                         help="start of the VGG/ResNet backbones (the cnn is always random)")
     add_shared(parser, "device")
-    parser.add_argument("--num-workers", type=int_at_least(0), default=min(8, os.cpu_count() or 1),
-                        help="threads decoding the PNGs of a split (once per run; 0: in the main thread); "
-                             "the decoded arrays do not depend on it")
-    parser.add_argument("--amp", default="auto", choices=engine.AMP_CHOICES,
-                        help="mixed precision: auto = on for CUDA, off on the CPU")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the trained module (minutes of compilation per cell; pays off for "
-                             "long CUDA runs)")
-    parser.add_argument("--cache-on-disk", action="store_true",
-                        help="keep the decoded splits memory-mapped from <set>/.cache/ instead of reading them "
-                             "into RAM (for machines with less memory than the data)")
-    parser.add_argument("--no-feature-cache", action="store_true",
-                        help="push every chip through the frozen backbones of fine_vgg/fine_resnet in every "
-                             "epoch instead of training their head on cached features (for checking: the "
-                             "results agree within float rounding)")
+    add_speed_flags(parser)
     parser.add_argument("--shard", type=distributed.parse_shard, default=None, metavar="K/N",
                         help="run only the K-th of N disjoint slices of the grid's cells (cells[K-1::N]), "
                              "e.g. one per job of a SLURM array; the final tables come from --aggregate-only "
