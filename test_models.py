@@ -1,7 +1,10 @@
 """The experiment grid: train every model on every prepared set, test it on every prepared set.
 
-    python test_models.py                                  # the study: 3 sets x 5 models, Adam 1e-3,
-                                                           # 10 epochs, batch 64, 224 px, flip, seed 42
+    python test_models.py                                  # the study's recipe: 3 sets x 5 models, Adam 1e-3,
+                                                           # 10 epochs, batch 64, 224 px, flip, seed 42, with
+                                                           # precise BN and the best validation epoch
+    python test_models.py --bn-recalibrate off --select last   # the study's protocol (prepared --val-size 0)
+    python test_models.py --models cnn,resnet --lr 0.001,0.0001   # learning rates as a grid axis
     python test_models.py --models cnn,fine_vgg --datasets fusar --imbalance none,weighted,sampler,focal \\
         --seeds 0,1,2                                      # imbalance strategies and seeds as grid axes
     python test_models.py --aggregate-only                 # rebuild scores.csv, predictions.csv, results.txt,
@@ -11,14 +14,19 @@
     python test_models.py --shard 3/8                      # the 3rd of 8 disjoint slices of the grid (job
                                                            # arrays); then --aggregate-only for the tables
 
-The grid is training set x model x imbalance strategy x seed. Every cell builds a fresh model and optimiser
-from its own seed (the published code kept training one model object across datasets: defect 3 in
-docs/reference-study.md), trains, and is tested on the test split of every prepared set (within- and
-cross-dataset). Inputs: the prepared splits of dataset_prep.py under --data-dir (sets.py). Then grad_cams.py
-explains the models and report.py writes report.md, both from this grid's --output-dir.
+The grid is training set x model x imbalance strategy x learning rate x seed. Every cell builds a fresh model
+and optimiser from its own seed (the published code kept training one model object across datasets: defect 3
+in docs/reference-study.md), trains, and is tested once on the test split of every prepared set (within- and
+cross-dataset). After every epoch: precise batch-norm statistics (engine.recalibrate_bn, --bn-recalibrate on),
+the training accuracy in eval mode on a fixed subset of the training split, and where the training set has a
+val split its macro-F1, balanced accuracy and loss; --select best keeps the epoch with the best validation
+macro-F1 (engine.Selection; --patience stops early), --select last the last one. The tables choose the
+learning rate on validation (tables.selected_lrs), never on a test score. Inputs: the prepared splits of
+dataset_prep.py under --data-dir (sets.py). Then grad_cams.py explains the models and report.py writes
+report.md, both from this grid's --output-dir.
 
 Outputs, under --output-dir (runs.py owns the layout, tables.py the tables):
-    runs/<train_set>/<model>/<imbalance>/seed<k>/     one finished cell, written atomically (built in a hidden
+    runs/<train_set>/<model>/<imbalance>/lr<lr>/seed<k>/   one finished cell, written atomically (in a hidden
         record.json                                   sibling folder, renamed when complete): args, classes,
         checkpoint.pt                                 per-epoch loss/accuracy, times, metrics per test set;
         predictions_<test_set>.csv                    the trained weights (models.checkpoint); per-chip
@@ -28,7 +36,7 @@ Outputs, under --output-dir (runs.py owns the layout, tables.py the tables):
 Rerunning skips finished cells (--force retrains them). A run killed mid-cell leaves only its hidden temporary
 folder, removed by the next run. A finished cell whose record lacks a requested test set (or whose test set
 was prepared again since) is evaluated from its checkpoint and its record completed; a finished cell trained
-with other settings (epochs, lr, ...) or on another version of its training set stops the run: rerun with
+with other settings (epochs, bn-recalibrate, ...) or on another version of its training set stops the run: rerun with
 --force, or use another --output-dir.
 
 Imbalance strategies (--imbalance; engine.py): none; weighted (cross-entropy weighted by inverse class
