@@ -19,7 +19,7 @@ DEMO_LRS ?= 0.001,0.0001
 # Smoke settings: the generator's per-class floor (--synthetic-chips 1), 32 px, one epoch; every stage runs.
 SMOKE_DIR ?= smoke
 SMOKE_DATA ?= $(SMOKE_DIR)/prepared
-SMOKE_GRID ?= --img-size 32 --epochs 1 --batch-size 32 --weights none --models cnn,vgg,resnet,fine_vgg,fine_resnet
+SMOKE_GRID ?= --img-size 32 --epochs 1 --batch-size 32 --weights none --models cnn,fine_resnet
 
 .PHONY: demo test smoke lint venv clean
 

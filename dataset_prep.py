@@ -6,6 +6,7 @@
     python dataset_prep.py --opensarship ~/dl/OpenSARShip_2.zip --fusar ~/dl/FUSAR-Ship1.0.zip
     python dataset_prep.py --product cal --pol both --classes Cargo,Fishing,Tanker,Tug --force
     python dataset_prep.py --val-size 0                 # the study's two splits: train and test, no val
+    python dataset_prep.py --split-seed 7 --output-dir data/prepared-split7   # same chips, another split
 
 Inputs. Each dataset has its reader (readers.READERS: opensarship.py, fusar.py), which adds its flag --<dataset>.
 By default both datasets are looked for under --raw-dir (data/raw/), in any folder, zip or rar there: OpenSARShip
@@ -29,19 +30,26 @@ grouped by its scene position, linked to the same ship in the other products of 
 gives its position (within 300 m); a FUSAR chip without MMSI is its own group (FUSAR has no scene id).
 --group-by scene groups OpenSARShip by acquisition (GRD and SLC twins together) and FUSAR by MMSI as above;
 --group-by none makes every chip its own group (leaky: the two polarisations of a ship may be split; for
-comparison with the published study only). Groups are shuffled with --seed and moved to test while that brings
-every (dataset, class) count closer to --test-size of it; a class with two or more groups gets at least one in
-each split. Validation (--val-size F, default 0.1) is then carved out of the training groups alone by the same
+comparison with the published study only). Groups are shuffled with --split-seed and moved to test while that
+brings every (dataset, class) count closer to --test-size of it; a class with two or more groups gets at least one
+in each split. Validation (--val-size F, default 0.1) is then carved out of the training groups alone by the same
 rule (F of each (dataset, class)'s training chips, its own seeded order), so the test split is exactly the one
 --val-size 0 gives; --val-size 0 writes the study's two splits (no val/), byte for byte as before validation
 existed. A class with fewer than two training groups in a dataset gets no val chips (a note says so). Groups
 span datasets (one MMSI), so `mixed`, the union of the per-dataset splits (train with train, val with val, test
 with test, never re-split), is leakage-free too. Images with identical content are kept once.
 
+Split seed. The split is itself a source of variance: --split-seed N chooses the split alone (default: --seed,
+which also seeds the synthetic data), so `--synthetic --seed 42 --split-seed 7` writes the raw data of --seed 42
+and splits it with 7; omitted, the output is that of --split-seed equal to --seed. To pool results over split
+seeds, prepare several copies, one --output-dir each (data/prepared-split1, data/prepared-split2, ...). Every
+summary.json, mixed's included, records it as `split_seed`; summary.txt names it when it is not --seed.
+
 Reruns: the run is skipped when the inputs (paths, sizes, modification times), the options and this code are
 unchanged (--force rebuilds); a rebuild gives byte-identical files and manifests. With --synthetic the generator
-is not rerun either while its raw data and the prepared sets are as the last run left them. Writes are atomic:
-everything is built in <output-dir>/.prep-tmp/ and each set folder is swapped in whole at the end.
+is not rerun either while its raw data and the prepared sets are as the last run left them (another --split-seed
+rebuilds the sets from the same raw data). Writes are atomic: everything is built in <output-dir>/.prep-tmp/ and
+each set folder is swapped in whole at the end.
 """
 
 import argparse
@@ -63,7 +71,7 @@ import sets
 import splits
 from archives import DataError, is_archive, open_tree
 from cli import HelpFormatter, float_in, int_at_least
-from sets import MANIFEST, MANIFEST_COLUMNS, MIXED, SETS, SPLITS, SUMMARY_JSON, SUMMARY_TXT
+from sets import MANIFEST, MANIFEST_COLUMNS, MIXED, SETS, SUMMARY_JSON, SUMMARY_TXT
 
 # Defaults. The study's: Cargo, Fishing, Tanker; Patch_Uint8 co-polarised chips; 20 % of each class for testing.
 # Ours on top (docs/CHANGELOG.md): the split grouped by ship (MMSI); 10 % of the training ships for validation.
@@ -118,7 +126,11 @@ def get_args_parser(add_help=True):
                    help="fraction of each class's training chips moved to a val split (grouped by ship and "
                         "stratified like the test split, which it leaves unchanged); 0 = no val split: the "
                         "study's train and test splits")
-    p.add_argument("--seed", type=int, default=SEED, help="seed of the split (and of the synthetic data)")
+    p.add_argument("--seed", type=int, default=SEED,
+                   help="seed of the synthetic data (with --synthetic) and, unless --split-seed is given, of the split")
+    p.add_argument("--split-seed", type=int_at_least(0), default=None, metavar="N",
+                   help="seed of the split alone (default: --seed): the same chips (and synthetic data), another "
+                        "grouped split; prepare several copies, one --output-dir each, to pool over split seeds")
     p.add_argument("--synthetic", action="store_true",
                    help="write synthetic OpenSARShip and FUSAR-Ship raw data to <raw-dir>/synthetic/, then "
                         "prepare only that")
@@ -168,7 +180,10 @@ def _synthetic_inputs(args, scratch, progress):
     import synthetic  # only the demo needs the generator
     syn = Path(args.raw_dir) / "synthetic"
     inputs = Inputs(paths=[*(syn / r.name for r in readers.READERS), syn / "masks"])
-    if not args.force and up_to_date(Path(args.output_dir), fingerprint(args, inputs.paths)):
+    # As the last run left it whatever its split seed: another split seed re-splits the same raw data.
+    out = Path(args.output_dir)
+    last = argparse.Namespace(**dict(vars(args), split_seed=last_summary(out).get("split_seed", args.split_seed)))
+    if not args.force and up_to_date(out, fingerprint(last, inputs.paths)):
         print(f"{syn}: synthetic raw data as the last run left it (same size and seed): not regenerated")
     else:
         t0 = time.time()
@@ -218,7 +233,7 @@ def fingerprint(args, paths):
     (this script, its helper modules, the readers)."""
     h = hashlib.sha1()
     opts = {k: getattr(args, k) for k in ("classes", "product", "pol", "group_by", "test_size", "val_size",
-                                          "seed", "synthetic", "synthetic_chips")}
+                                          "seed", "split_seed", "synthetic", "synthetic_chips")}
     h.update(json.dumps(opts, sort_keys=True).encode())
     for path in sorted(set(paths)):
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -234,12 +249,15 @@ def fingerprint(args, paths):
     return h.hexdigest()
 
 
+def last_summary(out):
+    """The summary.json the last run wrote in `out` ({} when there is none)."""
+    previous = out / SUMMARY_JSON
+    return json.loads(previous.read_text()) if previous.is_file() else {}
+
+
 def up_to_date(out, fp):
     """The summary of `out` was written for this fingerprint and every set it lists is still there."""
-    previous = out / SUMMARY_JSON
-    if not previous.is_file():
-        return False
-    old = json.loads(previous.read_text())
+    old = last_summary(out)
     return old.get("fingerprint") == fp and all((out / s / MANIFEST).is_file() for s in old.get("sets", {}))
 
 
@@ -332,25 +350,6 @@ def manifest_row(c):
     return {k: "" if row[k] is None else str(row[k]) for k in MANIFEST_COLUMNS}
 
 
-def format_table(tables, classes):
-    width = max([len(k) for k in classes] + [5])
-    head = f"{'set':<12} {'split':<6}" + "".join(f" {k:>{width}}" for k in classes) + f" {'total':>7}"
-    lines = [head, "-" * len(head)]
-    for name, info in tables.items():
-        for split in (s for s in SPLITS if s in info["counts"]):  # train, val (when prepared), test
-            row = info["counts"][split]
-            lines.append(f"{name if split == 'train' else '':<12} {split:<6}" +
-                         "".join(f" {row.get(k, 0):>{width}}" for k in classes) + f" {sum(row.values()):>7}")
-    return "\n".join(lines)
-
-
-def format_skips(skips):
-    if not skips:
-        return "skipped chips: none"
-    by = Counter((d, r) for d, _, r, _ in skips)
-    return "skipped chips: " + "; ".join(f"{d} {r}: {n}" for (d, r), n in sorted(by.items()))
-
-
 def write_set(work, name, chips, classes, skips, summary_common, split_names):
     set_dir = work / name
     set_dir.mkdir(parents=True)
@@ -370,7 +369,8 @@ def write_set(work, name, chips, classes, skips, summary_common, split_names):
     summary = dict(summary_common, set=name, **info,
                    skipped=dict(sorted(Counter(r for _, _, r, _ in skips).items())),
                    skipped_items=[{"dataset": d, "source": s, "reason": r, "detail": t} for d, s, r, t in skips])
-    _write_summary(set_dir, summary, format_table({name: info}, classes) + "\n" + format_skips(skips))
+    table = splits.format_table({name: info}, classes)
+    _write_summary(set_dir, summary, table + "\n" + splits.format_skips(skips))
     return info
 
 
@@ -381,6 +381,8 @@ def _write_summary(folder, summary, table):
     if items:
         lines += ["", "skipped chips (source: reason, detail):"]
         lines += [f"  {i['source']}: {i['reason']} ({i['detail']})" for i in items]
+    if summary["split_seed"] != summary["options"]["seed"]:  # named only where it differs: else bytes as before
+        lines += ["", f"split seed {summary['split_seed']} (--split-seed; --seed {summary['options']['seed']})"]
     if summary.get("notes"):
         lines += ["", "notes:"] + [f"  {n}" for n in summary["notes"]]
     (folder / SUMMARY_TXT).write_text("\n".join(lines) + "\n")
@@ -421,6 +423,8 @@ def _swap_in(out, work, produced):
 def main(args):
     if not 0.0 < args.test_size < 1.0:
         raise SystemExit(f"error: --test-size must be between 0 and 1 (exclusive), got {args.test_size}")
+    if getattr(args, "split_seed", None) is None:
+        args.split_seed = args.seed  # --split-seed omitted: the split of --seed, as before the option existed
     out = Path(args.output_dir)
     progress = sys.stderr.isatty()
     created = not out.exists()
@@ -459,32 +463,32 @@ def _prepare(args, out, work, progress):
     chips, duplicates = splits.drop_duplicates(chips)
     skips += more_skips + duplicates
     splits.assign_groups(chips, args.group_by)
-    splits.split_groups(chips, args.test_size, args.seed, args.val_size)
+    splits.split_groups(chips, args.test_size, args.split_seed, args.val_size)
     splits.name_files(chips)
     produced = sets.ordered([r.name for r in present], SETS) + ([MIXED] if len(present) > 1 else [])
     notes += more_notes + splits.shared_group_notes(chips, present) + splits.val_notes(chips, produced,
                                                                                          args.val_size)
-    common = {"fingerprint": fp, "classes": classes, "synthetic": bool(args.synthetic),
+    common = {"fingerprint": fp, "classes": classes, "synthetic": bool(args.synthetic), "split_seed": args.split_seed,
               "options": {k: getattr(args, k) for k in ("classes", "product", "pol", "group_by", "test_size",
                                                         "val_size", "seed", "synthetic_chips")},
               "notes": notes}
     tables = {name: write_set(work, name, [c for c in chips if name == MIXED or c.dataset == name], classes,
                               [s for s in skips if name == MIXED or s[0] == name], common,
                               splits.split_names(args.val_size)) for name in produced}
-    table = format_table(tables, classes)
+    table = splits.format_table(tables, classes)
     seconds = time.time() - t0
     # No timings or dates in the written summaries: a rebuild from the same inputs gives identical bytes.
     summary = dict(common, sets=tables,
                    skipped=dict(sorted(Counter(f"{d}: {r}" for d, _, r, _ in skips).items())),
                    skipped_items=[{"dataset": d, "source": s, "reason": r, "detail": t} for d, s, r, t in skips])
-    _write_summary(work, summary, table + "\n" + format_skips(skips))
+    _write_summary(work, summary, table + "\n" + splits.format_skips(skips))
     _swap_in(out, work, produced)
 
     print(f"prepared sets in {out} in {seconds:.1f} s (classes {', '.join(classes)}; product {args.product}, "
           f"pol {args.pol}; group by {args.group_by}; test size {args.test_size}; val size {args.val_size}; "
-          f"seed {args.seed})")
+          f"seed {args.seed}; split seed {args.split_seed})")
     print(table)
-    print(format_skips(skips) + (f" (listed in {out}/{SUMMARY_TXT})" if skips else ""))
+    print(splits.format_skips(skips) + (f" (listed in {out}/{SUMMARY_TXT})" if skips else ""))
     for n in notes:
         print(f"note: {n}")
     return dict(summary, seconds=seconds)

@@ -8,6 +8,9 @@ docstring).
     splits.assign_groups(chips, "mmsi")                                          # sets chip.group
     splits.split_groups(chips, test_size=0.2, seed=42, val_size=0.1)             # sets chip.split
     splits.name_files(chips)                                                     # sets chip.file
+    text = splits.format_table(tables, classes) + "\n" + splits.format_skips(skips)  # the summaries' text
+
+The split seed is dataset_prep.py's --split-seed (default: its --seed): the split alone, never the chips.
 
 Every chip is a readers.Chip; jobs are (reader, source, chips); skips are (dataset, source, reason, detail).
 """
@@ -268,6 +271,27 @@ def val_notes(chips, set_names, val_size):
             notes.append(f"{name}: no val chips for {', '.join(missing)} (a class needs two or more training "
                          f"groups (ships) to give one to val; --val-size {val_size:g})")
     return notes
+
+
+def format_table(tables, classes):
+    """The counts table of the summaries: one row per set and split (train, val when prepared, test)."""
+    width = max([len(k) for k in classes] + [5])
+    head = f"{'set':<12} {'split':<6}" + "".join(f" {k:>{width}}" for k in classes) + f" {'total':>7}"
+    lines = [head, "-" * len(head)]
+    for name, info in tables.items():
+        for split in (s for s in SPLITS if s in info["counts"]):  # train, val (when prepared), test
+            row = info["counts"][split]
+            lines.append(f"{name if split == 'train' else '':<12} {split:<6}" +
+                         "".join(f" {row.get(k, 0):>{width}}" for k in classes) + f" {sum(row.values()):>7}")
+    return "\n".join(lines)
+
+
+def format_skips(skips):
+    """One line counting the skipped chips per dataset and reason."""
+    if not skips:
+        return "skipped chips: none"
+    by = Counter((d, r) for d, _, r, _ in skips)
+    return "skipped chips: " + "; ".join(f"{d} {r}: {n}" for (d, r), n in sorted(by.items()))
 
 
 def name_files(chips):

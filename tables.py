@@ -28,8 +28,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import baselines  # noqa: E402
+import bootstrap  # noqa: E402
 import metrics  # noqa: E402
 import runs  # noqa: E402
+import sets  # noqa: E402
 from models import MODEL_CHOICES  # noqa: E402
 from sets import SETS, ordered  # noqa: E402
 
@@ -38,6 +41,8 @@ from sets import SETS, ordered  # noqa: E402
 TRAIN_SETTINGS = ("epochs", "batch_size", "img_size", "augment", "weights", "bn_recalibrate", "select", "patience")
 KEYS = ("train_set", "test_set", "model", "imbalance", "lr", "seed")
 DEGENERATE_SHARE = 0.95  # one class predicted for more than this share of a test set's chips: a degenerate model
+# 95 % intervals of every metric from a bootstrap over ships (bootstrap.py): resamples by default, and the seed
+N_BOOTSTRAP, BOOTSTRAP_SEED = 1000, 0
 # After the metrics: how the cell was trained and kept, whether its predictions are degenerate, and whether its
 # learning rate is the one chosen on validation (selected_lrs).
 PROTOCOL_COLUMNS = ("protocol", "bn_recalibrate", "select", "epoch", "val_f1_macro", "degenerate", "top_share",
@@ -66,17 +71,36 @@ def write_test_results(folder, title, test_set, classes, paths, true, probs):
     return row
 
 
-def aggregate(output_dir):
-    """Rebuild scores.csv, predictions.csv, results.txt and figures/ from every record found; returns scores."""
-    output_dir = Path(output_dir)
-    records = runs.find_records(output_dir)
-    if not records:
-        raise SystemExit(f"no finished cells under {output_dir / 'runs'} "
-                         "(runs/<train_set>/<model>/<imbalance>/seed<k>/record.json): "
-                         "run python test_models.py first")
-    classes = ordered([c for _, r in records for c in r["classes"]], [])
-    scores, predictions = [], []
+class ShipGroups:
+    """The ship (manifest `group`) of every test chip, read from the test set's manifest: under `data_dir`, or the
+    --data-dir a record was trained with. None where the manifest is missing or was prepared again since the
+    record (its sha1 differs): then there is no interval, and a line says why."""
+
+    def __init__(self, data_dir=None):
+        self.data_dir, self._maps, self.missing = data_dir, {}, set()
+
+    def of(self, record, test_set, paths):
+        set_dir = Path(self.data_dir or record["args"].get("data_dir", "")) / test_set
+        key = (str(set_dir), record.get("manifests", {}).get(test_set))
+        if key not in self._maps:
+            try:
+                same = sets.manifest_sha1(set_dir) == key[1]
+                frame = sets.manifest_frame(set_dir) if same else None
+            except FileNotFoundError:
+                frame = None
+            self._maps[key] = None if frame is None else dict(zip(frame["path"], frame["group"]))
+        found = self._maps[key]
+        if found is None or any(p not in found for p in paths):
+            self.missing.add(str(set_dir))
+            return None
+        return [found[p] for p in paths]
+
+
+def score_records(records, n_boot, data_dir):
+    """(score rows, prediction frames) of every record and test set; intervals from a ship bootstrap."""
+    groups = ShipGroups(data_dir)
     test_order = ordered([t for _, r in records for t in r["test_sets"]], SETS)
+    scores, predictions = [], []
     for folder, rec in records:
         for test_set in sorted(rec["test_sets"], key=test_order.index):
             pred = pd.read_csv(folder / f"predictions_{test_set}.csv", keep_default_na=False,
@@ -85,16 +109,42 @@ def aggregate(output_dir):
             cell = {"test_set": test_set, **cell, "protocol": rec["protocol"]["name"]}
             row = {**cell, **metrics.score_row(pred["true"], pred["pred"], rec["classes"]), **protocol_row(rec)}
             row["degenerate"], row["top_share"] = degenerate(pred["pred"], rec["classes"])
+            ships = groups.of(rec, test_set, list(pred["path"]))
+            if ships is not None and n_boot:
+                row.update(bootstrap.ship_intervals(pred["true"], pred["pred"], ships, rec["classes"], n=n_boot,
+                                                    seed=BOOTSTRAP_SEED))
             scores.append(row)
-            predictions.append(pd.concat([pd.DataFrame(cell, index=pred.index), pred], axis=1))
+            predictions.append(pd.concat([pd.DataFrame({**cell, "group": ships or ""}, index=pred.index), pred],
+                                         axis=1))
+    if groups.missing and n_boot:
+        print(f"no ship intervals for test sets whose manifest is not at hand or changed since training: "
+              f"{', '.join(sorted(groups.missing))} (name the prepared sets with --data-dir)")
+    return scores, predictions
+
+
+def aggregate(output_dir, data_dir=None, n_boot=N_BOOTSTRAP):
+    """Rebuild scores.csv, predictions.csv, results.txt and figures/ from every record found; returns scores.
+    n_boot: ship-bootstrap resamples of every interval (0: none); data_dir: where the test sets' manifests are
+    (default: the --data-dir each record was trained with)."""
+    output_dir = Path(output_dir)
+    records = runs.find_records(output_dir)
+    if not records:
+        raise SystemExit(f"no finished cells under {output_dir / 'runs'} "
+                         "(runs/<train_set>/<model>/<imbalance>/lr<lr>/seed<k>/record.json): "
+                         "run python test_models.py first")
+    classes = ordered([c for _, r in records for c in r["classes"]], [])
+    # floor, size_only and shortcut: what the majority class, ship size and shape-free image statistics give
+    cells = records + baselines.grid_cells(output_dir, records, data_dir)
+    scores, predictions = score_records(cells, n_boot, data_dir)
     scores = pd.DataFrame(scores).reindex(columns=list(KEYS) + metrics.score_columns(classes)
-                                          + list(PROTOCOL_COLUMNS))
+                                          + bootstrap.interval_columns(classes) + list(PROTOCOL_COLUMNS))
     for c in classes:  # counts stay integers even where a record lacks a class
         scores[f"{c}_support"] = scores[f"{c}_support"].astype("Int64")
     scores["selected"] = selected_lrs(scores)
     predictions = pd.concat(predictions, ignore_index=True).reindex(
-        columns=list(KEYS) + ["protocol", "path", "true", "pred"] + [f"prob_{c}" for c in classes])
-    lr_text = {"lr": lambda f: f["lr"].map(lambda v: f"{v:g}")}  # 3e-05, not the metrics' two decimals
+        columns=list(KEYS) + ["protocol", "group", "path", "true", "pred"] + [f"prob_{c}" for c in classes])
+    # 3e-05, not the metrics' two decimals; empty for the baselines, which have no learning rate
+    lr_text = {"lr": lambda f: f["lr"].map(lambda v: "" if pd.isna(v) else f"{v:g}")}
     runs.write_atomic(output_dir / "scores.csv", lambda p: _write_csv(scores.assign(**lr_text), p, "%.2f"))
     runs.write_atomic(output_dir / "predictions.csv",
                       lambda p: _write_csv(predictions.assign(**lr_text), p, "%.6f"))
@@ -130,6 +180,7 @@ def selected_lrs(scores):
     protocol): the highest mean validation macro-F1 over seeds (ties: the smaller rate). Where there is one rate
     it is chosen; where there are several and no validation score, none is (nothing is chosen by a test score)."""
     group = ["train_set", "model", "imbalance", "protocol"]
+    scores = scores.fillna({"lr": -1.0})  # the baselines' (no rate): one "rate", chosen
     per_lr = scores.groupby(group + ["lr"], dropna=False)["val_f1_macro"].mean().reset_index()
     chosen = set()
     for key, rows in per_lr.groupby(group, dropna=False):
@@ -295,8 +346,10 @@ def plot_figures(scores, classes, figure_dir):
     figures/per_class_f1_<imbalance>[_legacy].png. Returns the paths written."""
     figure_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    chosen = scores[scores.selected]
+    chosen = scores[scores.selected & (scores.protocol != "baseline")]
+    floors = scores[scores.protocol == "baseline"]  # in every figure, beside the models
     for (imbalance, legacy), sub in chosen.groupby([chosen.imbalance, chosen.protocol == runs.LEGACY], sort=False):
+        sub = pd.concat([sub, floors[floors.train_set.isin(sub.train_set) & floors.test_set.isin(sub.test_set)]])
         models = ordered(sub["model"], MODEL_CHOICES)
         train_sets = ordered(sub["train_set"], SETS)
         test_sets = ordered(sub["test_set"], SETS)

@@ -94,7 +94,7 @@ WEIGHTS = "imagenet"
 SEEDS = [42]
 IMBALANCE = ["none"]
 # Everything but these args is part of a cell's identity (tables.TRAIN_SETTINGS decides what must match).
-NOT_CELL_ARGS = ("force", "aggregate_only", "shard")
+NOT_CELL_ARGS = ("force", "aggregate_only", "shard", "bootstrap")
 
 
 def add_speed_flags(parser):
@@ -160,6 +160,9 @@ def get_args_parser(add_help=True):
                              "e.g. one per job of a SLURM array; the final tables come from --aggregate-only "
                              "once every shard is done")
     parser.add_argument("--force", action="store_true", help="retrain cells that are already finished")
+    parser.add_argument("--bootstrap", type=int_at_least(0), default=tables.N_BOOTSTRAP, metavar="N",
+                        help="resamples of the ship bootstrap behind every 95 %% interval in scores.csv (all chips "
+                             "of a ship in or out together; 0: no intervals)")
     parser.add_argument("--aggregate-only", action="store_true",
                         help="train nothing: rebuild scores.csv, predictions.csv, results.txt and figures/ from "
                              "the records found")
@@ -446,9 +449,9 @@ def run_grid(cells, finished, test_sets, manifests, args, device, precision):
               f"test acc/macro-F1 {tests} | {len(durations)}/{todo} trained, {eta}", flush=True)
 
 
-def aggregate(output_dir):
+def aggregate(args):
     try:
-        return tables.aggregate(output_dir)
+        return tables.aggregate(args.output_dir, n_boot=args.bootstrap)
     except runs.RecordError as e:
         raise SystemExit(str(e)) from None
 
@@ -457,7 +460,7 @@ def main(args):
     if distributed.env_rank() == 0:
         runs.clean_stale(args.output_dir)
     if args.aggregate_only:  # under torchrun rank 0 alone rebuilds the tables
-        return aggregate(args.output_dir) if distributed.env_rank() == 0 else None
+        return aggregate(args) if distributed.env_rank() == 0 else None
     device = distributed.setup(engine.resolve_device(args.device))  # under torchrun: joins the process group
     distributed.local_batch(args.batch_size, distributed.world_size())  # --batch-size is the global batch
     precision = engine.Precision(args.amp, device)
@@ -478,7 +481,7 @@ def main(args):
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
     run_grid(cells, finished, test_sets, manifests, args, device, precision)
     # with --shard: the tables of the records found so far; the final ones come from --aggregate-only
-    return aggregate(args.output_dir) if distributed.is_main() else None
+    return aggregate(args) if distributed.is_main() else None
 
 
 def _duration(seconds):

@@ -216,3 +216,10 @@ def expected_scores(true, pred, classes):
         out.update({f"{c}_precision": 100 * pr[i], f"{c}_recall": 100 * rc[i], f"{c}_f1": 100 * f1[i],
                     f"{c}_support": sup[i]})
     return out
+
+
+def model_rows(frame):
+    """The rows of trained cells in scores.csv or predictions.csv: the baselines' rows (protocol `baseline`,
+    models floor, size_only, shortcut, no learning rate) left out, the learning rate as a number."""
+    frame = frame[frame["protocol"] != "baseline"].reset_index(drop=True)
+    return frame.assign(lr=frame["lr"].astype(float))

@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from fixtures import expected_scores
+from fixtures import expected_scores, model_rows
 from fixtures import write_tiny_prepared
 
+import baselines
+import bootstrap
 import data
 import engine
 import runs
@@ -309,10 +311,12 @@ def test_scores_recomputed_from_predictions_csv_with_sklearn(grid):
     assert list(scores.columns) == [
         "train_set", "test_set", "model", "imbalance", "lr", "seed", "n", "accuracy", "balanced_accuracy",
         "precision_weighted", "recall_weighted", "f1_weighted", "precision_macro", "recall_macro", "f1_macro",
-        *per_class, "protocol", "bn_recalibrate", "select", "epoch", "val_f1_macro", "degenerate", "top_share",
-        "selected"]
+        *per_class, *bootstrap.interval_columns(CLASSES), "protocol", "bn_recalibrate", "select", "epoch",
+        "val_f1_macro", "degenerate", "top_share", "selected"]
+    assert set(scores[scores.protocol == "baseline"].model) == set(baselines.BASELINES)
+    scores = model_rows(scores)
     assert len(scores) == 4 * 3
-    predictions = pd.read_csv(grid / "predictions.csv", keep_default_na=False)
+    predictions = model_rows(pd.read_csv(grid / "predictions.csv", keep_default_na=False))
     keys = ["train_set", "test_set", "model", "imbalance", "lr", "seed"]
     assert len(predictions) == 4 * (12 + 12 + 24)
     for key, chips in predictions.groupby(keys):
@@ -403,7 +407,7 @@ def test_killed_run_resumes_to_the_same_tables(grid, prepared, tmp_path):
     assert not temp[0].exists()  # the stale temporary folder is removed
     for name in ("scores.csv", "predictions.csv"):
         expected = read_str(grid / name)
-        expected = expected[(expected.model == "cnn") & (expected.train_set == "opensarship")]
+        expected = expected[expected.model.isin(["cnn", *baselines.BASELINES]) & (expected.train_set == "opensarship")]
         pd.testing.assert_frame_equal(read_str(out / name), expected.reset_index(drop=True))
 
 
@@ -443,7 +447,7 @@ def test_imbalance_strategies_as_a_grid_axis(tmp_path, capsys):
              ["head.3.weight"] for s in records]
     assert not torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
     assert not torch.equal(heads[1], heads[2])
-    scores = pd.read_csv(out / "scores.csv")
+    scores = model_rows(pd.read_csv(out / "scores.csv"))
     assert list(scores.imbalance) == ["weighted", "sampler", "focal"] and set(scores.test_set) == {"fusar"}
 
     # a set prepared later is evaluated from the finished checkpoints, nothing is retrained
@@ -454,7 +458,7 @@ def test_imbalance_strategies_as_a_grid_axis(tmp_path, capsys):
     for s in records:
         record = json.loads((out / f"runs/fusar/fine_vgg/{s}/lr0.001/seed42/record.json").read_text())
         assert record["finished"] == finished[s] and set(record["test_sets"]) == {"fusar", "opensarship"}
-    assert len(pd.read_csv(out / "scores.csv")) == 6
+    assert len(model_rows(pd.read_csv(out / "scores.csv"))) == 6
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -492,3 +496,18 @@ def test_cuda_without_cuda_is_an_error(prepared, tmp_path):
 def test_aggregate_only_without_records_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="no finished cells.*run python test_models.py"):
         tm.main(tm.get_args_parser().parse_args(["--output-dir", str(tmp_path), "--aggregate-only"]))
+
+
+def test_intervals_resample_ships_and_are_recomputable_from_predictions_csv(grid):
+    scores = pd.read_csv(grid / "scores.csv").fillna({"lr": -1.0})  # the baselines too (no learning rate)
+    predictions = pd.read_csv(grid / "predictions.csv", keep_default_na=False)
+    predictions["lr"] = predictions["lr"].replace("", "-1").astype(float)
+    keys = ["train_set", "test_set", "model", "imbalance", "lr", "seed"]
+    for key, chips in predictions.groupby(keys):
+        row = scores.set_index(keys).loc[key]
+        assert (chips["group"] != "").all()  # every chip carries its ship, from the test set's manifest
+        again = bootstrap.ship_intervals(chips["true"], chips["pred"], chips["group"], CLASSES, n=1000, seed=0)
+        for column, value in again.items():
+            assert row[column] == pytest.approx(value, abs=0.005, nan_ok=True), (key, column)
+        for metric in ("accuracy", "balanced_accuracy", "f1_macro"):
+            assert row[f"{metric}_ci_low"] <= row[metric] + 0.005 <= row[f"{metric}_ci_high"] + 0.01

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures import write_tiny_prepared
+from fixtures import model_rows, write_tiny_prepared
 
 import data
 import engine
@@ -142,7 +142,7 @@ def test_lr_is_a_grid_axis_and_the_tables_choose_it_on_validation(with_val, tmp_
     assert [r["lr"] for _, r in found] == [0.0001, 0.001]
     assert [f.relative_to(out).as_posix() for f, _ in found] == [
         "runs/fusar/cnn/none/lr0.0001/seed42", "runs/fusar/cnn/none/lr0.001/seed42"]
-    scores = pd.read_csv(out / "scores.csv")
+    scores = model_rows(pd.read_csv(out / "scores.csv"))
     val = {r["lr"]: r["protocol"]["val_f1_macro"] for _, r in found}
     best = min(val, key=lambda lr: (-val[lr], lr))  # highest validation macro-F1, ties the smaller rate
     assert set(scores[scores.selected].lr) == {best} and set(scores.lr) == {0.0001, 0.001}
@@ -161,7 +161,7 @@ def test_degenerate_predictors_are_flagged(with_val, tmp_path):
     out = tmp_path / "stale"
     (folder, record), = grid(with_val, out, "--epochs", "1", "--bn-recalibrate", "off", "--select", "last",
                             "--lr", "0.05")
-    scores = pd.read_csv(out / "scores.csv")
+    scores = model_rows(pd.read_csv(out / "scores.csv"))
     for test_set, result in record["test_sets"].items():
         pred = pd.read_csv(folder / f"predictions_{test_set}.csv")["pred"]
         share = pred.value_counts(normalize=True).max()
@@ -190,7 +190,7 @@ def test_records_of_the_earlier_layout_are_found_and_marked_legacy(with_val, tmp
     found = runs.find_records(out)
     assert [r["protocol"]["name"] for _, r in found] == ["bn on, best", runs.LEGACY]
     tm.main(tm.get_args_parser().parse_args(["--output-dir", str(out), "--aggregate-only"]))
-    scores = pd.read_csv(out / "scores.csv")
+    scores = model_rows(pd.read_csv(out / "scores.csv"))
     assert sorted(scores.protocol.unique()) == sorted(["bn on, best", runs.LEGACY])
     assert (scores[scores.protocol == runs.LEGACY]["select"] == "last").all()
     assert "earlier record: stored batch-norm statistics" in (out / "results.txt").read_text()

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
-from fixtures import CLASSES, write_tiny_prepared
+from fixtures import CLASSES, model_rows, write_tiny_prepared
 
 import cam_cells
 import grad_cams
@@ -101,7 +101,7 @@ def _md_row(text, first_cells):
 
 
 def test_main_table_equals_sklearn_on_predictions(grid):
-    predictions = pd.read_csv(grid["out"] / "predictions.csv", keep_default_na=False)
+    predictions = model_rows(pd.read_csv(grid["out"] / "predictions.csv", keep_default_na=False))
     expected = _sklearn_scores(predictions)
     table = pd.read_csv(grid["out"] / report.MAIN_CSV)
     assert len(table) == 4  # fusar x {fusar, opensarship} x cnn x {none, weighted}
@@ -121,7 +121,7 @@ def test_main_table_equals_sklearn_on_predictions(grid):
 
 def test_imbalance_effect_is_paired_by_seed_on_the_rarest_class(grid):
     assert "rarest class: Tanker" in grid["text"]
-    scores = _sklearn_scores(pd.read_csv(grid["out"] / "predictions.csv", keep_default_na=False))
+    scores = _sklearn_scores(model_rows(pd.read_csv(grid["out"] / "predictions.csv", keep_default_na=False)))
     effects = pd.read_csv(grid["out"] / report.EFFECTS_CSV)
     effects = effects[effects["kind"] == "imbalance_vs_none"]
     assert len(effects) == 2  # weighted - none, on fusar and on opensarship
@@ -399,7 +399,7 @@ def test_validation_grid_shows_the_rates_scores_csv_selects(tmp_path):
     assert _md_row(text, ["fusar", "val"])[2:] == ["2", "2", "2", "6"]
     assert "Validation split (`val`, carved from the training data; learning rates and the kept epoch are chosen " \
         "on it): fusar." in text
-    scores = pd.read_csv(out / "scores.csv")
+    scores = model_rows(pd.read_csv(out / "scores.csv"))
     chosen = scores.loc[scores["selected"], "lr"].unique()
     assert len(chosen) == 1 and scores["val_f1_macro"].notna().all()
     row = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
