@@ -12,7 +12,7 @@ DEMO_DIR ?= demo
 DEMO_DATA ?= data/synthetic_prepared
 DEMO_CHIPS ?= 400
 WEIGHTS ?= none
-DEMO_GRID ?= --img-size 48 --epochs 4 --batch-size 32
+DEMO_GRID ?= --img-size 48 --epochs 4 --batch-size 32 --seeds 42
 DEMO_LR_MODELS ?= cnn,fine_resnet
 DEMO_LRS ?= 0.001,0.0001
 

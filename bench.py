@@ -343,7 +343,8 @@ def bench_frozen(set_dir, work, args, device):
     small = subset_set(set_dir, work / "frozen" / set_dir.name, args.frozen_chips, max(3, args.frozen_chips // 4))
     flags = ["test_models.py", "--data-dir", str(small.parent), "--datasets", small.name, "--test-sets",
              small.name, "--models", ",".join(FROZEN), "--epochs", str(args.epochs), "--img-size",
-             str(args.frozen_img_size), "--weights", args.weights, "--device", device.type, "--num-workers", "2"]
+             str(args.frozen_img_size), "--weights", args.weights, "--device", device.type, "--num-workers", "2",
+             "--seeds", "42", "--bootstrap", "0"]
     found, rss = {}, {}
     for mode, extra in (("cached", []), ("uncached", ["--no-feature-cache"])):
         grid = work / f"frozen_runs_{mode}"

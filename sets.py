@@ -138,6 +138,13 @@ def set_classes(set_dir):
     return sorted({row["class"] for row in read_manifest(set_dir)})
 
 
+def split_seed(set_dir):
+    """The seed that chose a prepared set's split (dataset_prep.py --split-seed; sets prepared before it existed:
+    --seed, which chose the split then), or None when the summary does not say."""
+    summary = load_summary(Path(set_dir).parent, Path(set_dir).name)
+    return summary.get("split_seed", summary.get("options", {}).get("seed"))
+
+
 def load_summary(data_dir, name):
     """The set's summary.json as a dict ({} when absent)."""
     path = Path(data_dir, name, SUMMARY_JSON)

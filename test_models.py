@@ -91,7 +91,7 @@ LR = [0.001]
 IMG_SIZE = 224
 AUGMENT = "flip"
 WEIGHTS = "imagenet"
-SEEDS = [42]
+SEEDS = [0, 1, 2]  # three seeds (the study: one, --seeds 42); the split's own seed is dataset_prep.py's
 IMBALANCE = ["none"]
 # Everything but these args is part of a cell's identity (tables.TRAIN_SETTINGS decides what must match).
 NOT_CELL_ARGS = ("force", "aggregate_only", "shard", "bootstrap")
@@ -321,6 +321,7 @@ def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
                                 precision)
         record = {
             "train_set": train_set, "model": model_name, "imbalance": imbalance, "lr": lr, "seed": seed,
+            "split_seed": sets.split_seed(Path(args.data_dir) / train_set),
             "classes": classes, "args": a, "command": runs.cell_command(a), "history": history,
             "protocol": {"name": f"bn {args.bn_recalibrate}, {selection.mode}", "bn_recalibrate": args.bn_recalibrate,
                          "bn_layers": len(engine.bn_layers(model)) if args.bn_recalibrate == "on" else 0,

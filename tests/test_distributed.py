@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures import expected_scores
+from fixtures import expected_scores, model_rows
 from fixtures import write_tiny_prepared
 
 import data
@@ -34,7 +34,7 @@ COUNTS = {"train": {"Cargo": 8, "Fishing": 4, "Tanker": 4}, "test": {"Cargo": 5,
 MODELS = ["cnn", "fine_vgg"]  # the custom CNN and a frozen backbone (DDP reduces its head only)
 TEST_SETS = ["fusar", "opensarship"]
 FLAGS = ["--img-size", "32", "--epochs", "1", "--weights", "none", "--device", "cpu", "--num-workers", "0",
-         "--datasets", "fusar", "--models", ",".join(MODELS)]
+         "--seeds", "42", "--datasets", "fusar", "--models", ",".join(MODELS)]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
@@ -156,7 +156,7 @@ def test_two_processes_write_one_record_per_cell_and_print_once(ddp):
     assert records == [f"fusar/{m}/none/lr0.001/seed42" for m in MODELS]
     assert ddp["stdout"].count("grid: 1 training set(s)") == 1  # rank 1's stdout is silenced
     assert "; 2 processes (DDP)" in ddp["stdout"]
-    scores = pd.read_csv(out / "scores.csv")
+    scores = model_rows(pd.read_csv(out / "scores.csv"))
     assert len(scores) == 4 and list(scores.n) == [11] * 4
     assert set(zip(scores.model, scores.test_set)) == {(m, t) for m in MODELS for t in TEST_SETS}
     for model in MODELS:
@@ -293,7 +293,7 @@ def test_shards_merged_give_the_unsharded_tables(prepared, tmp_path):
     assert cells(merged) == cells(tmp_path / "all") == [f"runs/fusar/{m}/none/lr0.001/seed42" for m in MODELS]
     for name in ("scores.csv", "predictions.csv"):
         pd.testing.assert_frame_equal(read_str(merged / name), read_str(tmp_path / "all" / name))
-    assert len(read_str(merged / "scores.csv")) == 2
+    assert len(model_rows(read_str(merged / "scores.csv"))) == 2  # and the baselines' rows
 
 
 def test_empty_shard_says_so_and_succeeds(prepared, tmp_path, capsys):

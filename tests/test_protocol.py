@@ -105,7 +105,7 @@ def grid(root, out, *flags):
     args = tm.get_args_parser().parse_args(
         ["--data-dir", str(root), "--output-dir", str(out), "--datasets", "fusar", "--models", "cnn",
          "--img-size", "32", "--batch-size", "8", "--weights", "none", "--device", "cpu", "--num-workers", "0",
-         *flags])
+         "--seeds", "42", *flags])
     tm.main(args)
     return sorted(runs.find_records(out), key=lambda item: item[1]["lr"])
 

@@ -24,7 +24,7 @@ from models import build_model
 
 torch.set_num_threads(1)  # a busy shared CPU: one thread each avoids OpenMP spin contention
 CPU = torch.device("cpu")
-QUICK = ["--img-size", "32", "--weights", "none", "--device", "cpu", "--num-workers", "0", "--force"]
+QUICK = ["--img-size", "32", "--weights", "none", "--device", "cpu", "--num-workers", "0", "--force", "--seeds", "42"]
 
 
 @pytest.fixture(scope="module")
