@@ -223,3 +223,14 @@ def model_rows(frame):
     models floor, size_only, shortcut, no learning rate) left out, the learning rate as a number."""
     frame = frame[frame["protocol"] != "baseline"].reset_index(drop=True)
     return frame.assign(lr=frame["lr"].astype(float))
+
+
+def small_synthetic_raw(root, n_chips, seed=5):
+    """Small synthetic raw data of both datasets in their real layouts under `root` (a per-class floor of 8 chips,
+    so that many ships make up each class); returns the folder holding opensarship/ and fusar/."""
+    import synthetic  # the generator: only the tests that need raw data pay for importing it
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(synthetic, "MIN_CHIPS_PER_CLASS", 8)
+        synthetic.generate(root, n_chips=n_chips, seed=seed, progress=False)
+    return Path(root) / "synthetic"

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from fixtures import small_synthetic_raw
 
 import dataset_prep
 
@@ -46,12 +47,7 @@ def prep(raw, out, *extra):
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     """Small synthetic raw data of both datasets (many ships per class), written once."""
-    synthetic = pytest.importorskip("synthetic")
-    root = tmp_path_factory.mktemp("raw")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(synthetic, "MIN_CHIPS_PER_CLASS", 8)
-        synthetic.generate(root, n_chips=40, seed=5, progress=False)
-    return root / "synthetic"
+    return small_synthetic_raw(tmp_path_factory.mktemp("raw"), 40)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import write_fusar
+from fixtures import small_synthetic_raw, write_fusar
 
 import dataset_prep
 import splits
@@ -39,12 +39,7 @@ def one_split_per_group(rows):
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     """Small synthetic raw data of both datasets (about 60 chips each, many ships per class), written once."""
-    synthetic = pytest.importorskip("synthetic")
-    root = tmp_path_factory.mktemp("raw")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(synthetic, "MIN_CHIPS_PER_CLASS", 8)
-        synthetic.generate(root, n_chips=60, seed=5, progress=False)
-    return root / "synthetic"
+    return small_synthetic_raw(tmp_path_factory.mktemp("raw"), 60)
 
 
 def prep(raw, out, *extra):
