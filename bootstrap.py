@@ -118,7 +118,7 @@ def confusion_metrics(cm, classes):
     """Every interval metric (fractions, not percent) of confusion matrices cm (..., K, K), scikit-learn's
     definitions: dict name -> array (...). Per class: recall = TP / support, F1 = 2TP / (support + predicted)
     (= 2PR / (P + R), precision with zero_division=0), 0 where undefined; balanced_accuracy and f1_macro are
-    means over the classes with support > 0 in that matrix. Also "support": (..., K)."""
+    means over the classes with support > 0 in that matrix. Also "support", "tp", "predicted": (..., K)."""
     cm = np.asarray(cm, dtype=float)
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
     support, predicted = cm.sum(-1), cm.sum(-2)
@@ -130,21 +130,41 @@ def confusion_metrics(cm, classes):
            "f1_macro": _ratio((f1 * present).sum(-1), n_present)}
     for i, c in enumerate(classes):
         out[f"{c}_f1"], out[f"{c}_recall"] = f1[..., i], recall[..., i]
-    out["support"] = support
+    out["support"], out["tp"], out["predicted"] = support, tp, predicted
     return out
 
 
 def _metric(values, classes, name):
-    """One interval metric, percent, from confusion_metrics' `values`; NaN for a per-class metric where the
-    class is absent."""
-    value = 100.0 * values[name]
+    """One metric, percent, from confusion_metrics' `values`: interval_metrics' names, and for the report's paired
+    differences also <Class>_precision (TP / predicted, 0 where nothing is predicted as the class) and f1_weighted
+    (the classes' F1 weighted by their support). NaN for a per-class metric where the class is absent."""
+    classes = list(classes)
+    if name == "f1_weighted":
+        f1 = np.stack([values[f"{c}_f1"] for c in classes], axis=-1)
+        support = values["support"]
+        return 100.0 * _ratio((f1 * support).sum(-1), support.sum(-1))
+    cls, _, kind = name.rpartition("_")
+    if kind == "precision":
+        k = classes.index(cls)
+        value = 100.0 * _ratio(values["tp"][..., k], values["predicted"][..., k])
+    else:
+        value = 100.0 * values[name]
     if name not in METRICS:
-        cls = name.rsplit("_", 1)[0]
-        value = np.where(values["support"][..., list(classes).index(cls)] > 0, value, np.nan)
+        value = np.where(values["support"][..., classes.index(cls)] > 0, value, np.nan)
     return value
 
 
-def _interval(values, level):
+def metric_of(cm, classes, name):
+    """Metric `name` (percent; _metric's names) of confusion matrices cm (..., K, K)."""
+    return _metric(confusion_metrics(cm, classes), classes, name)
+
+
+def paired_metrics(classes):
+    """The metrics paired_difference takes: interval_metrics, f1_weighted and each class's precision."""
+    return [*interval_metrics(classes), "f1_weighted", *(f"{c}_precision" for c in classes)]
+
+
+def percentile_interval(values, level=0.95):
     """Percentile interval of the finite values, rounded to two decimals; (NaN, NaN) when there are none."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
@@ -174,7 +194,7 @@ def ship_intervals(true, pred, groups, classes, n=1000, seed=0, level=0.95):
     values = confusion_metrics(resampled_confusions(weights, counts), classes)
     out = {}
     for name in interval_metrics(classes):
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = _interval(_metric(values, classes, name), level)
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = percentile_interval(_metric(values, classes, name), level)
     return out
 
 
@@ -186,7 +206,7 @@ def _test_set_key(groups):
 def paired_difference(pairs, classes, metric, n=1000, seed=0, level=0.95, share_draws=True):
     """Paired ship-bootstrap interval of metric(arm b) - metric(arm a), pooled over pairs (seeds, split seeds).
 
-    pairs: [(arm_a, arm_b), ...], an arm being (true, pred, groups); metric: one of interval_metrics(classes).
+    pairs: [(arm_a, arm_b), ...], an arm being (true, pred, groups); metric: one of paired_metrics(classes).
     Arms on the same test set (the same groups array) are resampled with ONE draw of ships per resample, shared
     by both arms and by every pair on that test set; different test sets (a within- against a cross-dataset
     test) get independent draws. The statistic of a resample is the mean over pairs of the per-pair difference.
@@ -198,8 +218,8 @@ def paired_difference(pairs, classes, metric, n=1000, seed=0, level=0.95, share_
     """
     _check(n, level)
     classes = list(classes)
-    if metric not in interval_metrics(classes):
-        raise ValueError(f"metric {metric!r} is not one of {interval_metrics(classes)}")
+    if metric not in paired_metrics(classes):
+        raise ValueError(f"metric {metric!r} is not one of {paired_metrics(classes)}")
     if not len(pairs):
         raise ValueError("no pairs")
     rng, draws = np.random.default_rng(seed), {}
@@ -221,7 +241,7 @@ def paired_difference(pairs, classes, metric, n=1000, seed=0, level=0.95, share_
         boot.append(boot_b - boot_a)
     point = np.asarray(point)
     diff = float(point.mean())
-    low, high = _interval(np.mean(boot, axis=0), level)
+    low, high = percentile_interval(np.mean(boot, axis=0), level)
     holds = np.sign(point) == np.sign(diff) if diff != 0 else np.zeros(len(point), dtype=bool)
     return {"diff": round(diff, 2), "ci_low": low, "ci_high": high, "covers_zero": bool(low <= 0.0 <= high),
             "n_pairs": len(pairs), "sign_share": float(holds.mean())}

@@ -128,9 +128,16 @@ def protocol_line(per_run):
             "trained, each table shows the one chosen on validation (mean validation macro-F1 over seeds).")
 
 
+def interval(row):
+    """' [low, high]' of the row's macro-F1 interval (main_section.main_intervals), '' where it has none."""
+    low, high = row.get("f1_macro_ci_low", math.nan), row.get("f1_macro_ci_high", math.nan)
+    return "" if pd.isna(low) or pd.isna(high) else f" [{low:.1f}, {high:.1f}]"
+
+
 def best_line(main, floors):
     """Per training set, the model (with its strategy, rate and protocol) of the highest mean validation
-    macro-F1, trained and tested on that set, with its test macro-F1 and the majority-class floor; a set without
+    macro-F1, trained and tested on that set, with its test macro-F1 (and its 95 % interval where `main` has one)
+    and the majority-class floor; a set without
     validation scores gets no best model, and the line says why. Never chosen by a test score."""
     own = main[main["train_set"] == main["test_set"]]
     floor = floors.set_index("set")["f1_macro"] if len(floors) else pd.Series(dtype=float)
@@ -147,7 +154,7 @@ def best_line(main, floors):
         below = " (not above it)" if r["f1_macro_mean"] <= floor.get(s, -math.inf) else ""
         parts.append(f"{s}: {r['model']} ({r['imbalance']}, lr {r['lr']:g}, {protocol_label(r['protocol'])}), "
                      f"validation macro-F1 {fmt(r['val_f1_macro_mean'], r['val_f1_macro_std'], n)}; test "
-                     f"macro-F1 {fmt(r['f1_macro_mean'], r['f1_macro_std'], n)} "
+                     f"macro-F1 {fmt(r['f1_macro_mean'], r['f1_macro_std'], n)}{interval(r)} "
                      f"({'single seed' if n == 1 else f'n = {n}'}; majority-class floor {fmt(floor.get(s))}{below})")
     if not parts:
         return []

@@ -1,6 +1,6 @@
 """The published study's numbers and the report section that sets this grid's results beside them.
 
-    lines = published.section_published(shown, floors)   # markdown lines of report.md
+    lines = published.section_published(shown, floors, chips, classes, n=1000, seed=0)   # markdown lines
 
 The only numbers typed into the code: the published results, from Awais & Reggiannini, "Deep Learning for SAR
 Ship classification: Focus on Unbalanced Datasets and Inter-Dataset Generalization", ICEAA 2024,
@@ -10,8 +10,10 @@ best model was the fine-tuned VGG16 on each dataset; their "merged" set is our `
 """
 import pandas as pd
 
+from main_section import ci_cell
 from protocols import lr_cell, protocol_label
 from seed_stats import aggregate_seeds, fmt, md_table, seeds_cell
+from ship_stats import lr_text, pooled_interval
 
 PUBLISHED_BEST = {
     "fusar": {"accuracy": 73.05, "f1_weighted": 70.54,
@@ -34,16 +36,30 @@ PUBLISHED_WHY = (
 )
 
 
-def section_published(per_run, floors):
+def interval_cells(agg, s, columns, chips, classes, n, seed):
+    """Our row's 95 % ship-bootstrap interval of each column (ship_stats.pooled_interval over its seeds, the draws
+    shared), as cells; '–' where the runs' chips are not at hand."""
+    keys = [(s, s, PUBLISHED_MODEL, PUBLISHED_IMBALANCE, agg["protocol"], lr_text(agg["lr"]), int(k))
+            for k in str(agg["seeds"]).split()]
+    arms = [chips.arm(k) for k in keys] if chips is not None else [None]
+    if any(a is None for a in arms):
+        return ["–"] * len(columns)
+    return [ci_cell(*pooled_interval(arms, classes, c, n, seed)[1])
+            if c in ("accuracy", "f1_weighted") or c.rpartition("_")[0] in classes else "–" for c in columns]
+
+
+def section_published(per_run, floors, chips=None, classes=(), n=1000, seed=0):
     """The published scores beside ours (the same model and imbalance strategy, trained and tested on the same
-    set; mean over seeds, a row per protocol and learning rate: `per_run` holds the rows report.py shows, with
-    protocol, lr and lr_status) and beside the majority-class floor of our test splits."""
+    set; mean over seeds with its 95 % ship-bootstrap interval (`chips`: ship_stats.Chips; n replicates from
+    `seed`), a row per protocol and learning rate: `per_run` holds the rows report.py shows, with protocol, lr and
+    lr_status) and beside the majority-class floor of our test splits."""
     lines = ["## The published study beside this run", "",
              (f"Published: the best model of Awais & Reggiannini (ICEAA 2024), a fine-tuned VGG16, trained "
               f"and tested on the same set, one seed, percent; and the scores its weaker models reached by "
               f"predicting Cargo for everything. Ours: `{PUBLISHED_MODEL}` with imbalance `{PUBLISHED_IMBALANCE}` (the "
               f"study's setting), and the majority-class floor of our test splits. They differ because "
-              f"{PUBLISHED_WHY}."),
+              f"{PUBLISHED_WHY}. Our numbers are followed by their 95 % interval (a bootstrap over the test "
+              f"set's ships, the draws shared by the seeds, as in the main table)."),
              ""]
     recall_classes = list(PUBLISHED_BEST["fusar"]["recall"])
     ours = per_run[(per_run["train_set"] == per_run["test_set"]) & (per_run["model"] == PUBLISHED_MODEL)
@@ -59,10 +75,12 @@ def section_published(per_run, floors):
         if len(mine):
             aggs = aggregate_seeds(mine, ["protocol", "lr", "lr_status"], [c for c in columns if c in mine])
             for _, agg in aggs.iterrows():
-                n = int(agg["n_seeds"])
+                k = int(agg["n_seeds"])
+                cis = interval_cells(agg, s, columns, chips, classes, n, seed)
                 rows.append([s, f"ours, `{PUBLISHED_MODEL}`, {protocol_label(agg['protocol'])}, lr "
-                             f"{lr_cell(agg['lr'], agg['lr_status'])}", seeds_cell(n),
-                             *[fmt(agg.get(f"{c}_mean"), agg.get(f"{c}_std"), n) for c in columns]])
+                             f"{lr_cell(agg['lr'], agg['lr_status'])}", seeds_cell(k),
+                             *[f"{fmt(agg.get(f'{c}_mean'), agg.get(f'{c}_std'), k)} {ci}"
+                               for c, ci in zip(columns, cis)]])
         else:
             rows.append([s, f"ours, `{PUBLISHED_MODEL}`", "no run", "–", "–", *dashes])
         acc, wf1 = PUBLISHED_ALL_CARGO[s]

@@ -3,6 +3,7 @@
     python report.py                                              # grid in ., sets under data/prepared
     python report.py --output-dir demo --data-dir data/prepared   # reads demo/Exp_images (grad_cams.py)
     python report.py --output-dir demo --exp-dir cams             # Grad-CAM results elsewhere
+    python report.py --output-dir demo --bootstrap 2000           # more ship-bootstrap replicates (default 1000)
 
 report.py is the one entry point for report.md: run it after test_models.py (and grad_cams.py, whose results
 get their own section when present); rerun it whenever the grid has grown.
@@ -10,11 +11,14 @@ get their own section when present); rerun it whenever the grid has grown.
 Reads, never changes (it only removes the hidden temporaries of killed runs, runs.clean_stale): the prepared
 manifests (<data-dir>/<set>/manifest.csv, summary.json), the finished grid cells
 (<output-dir>/runs/<train_set>/<model>/<imbalance>/lr<lr>/seed<k>/record.json, and the earlier layout without the
-lr level, read as LEGACY records by runs.read_record), the grid's figures (<output-dir>/figures/)
-and, when present, grad_cams.py's results (<exp-dir>/cam_summary.csv, cam_scores.csv, figures/*.png; --exp-dir
-defaults to <output-dir>/Exp_images). Writes into <output-dir>, each file atomically (runs.write_atomic):
+lr level, read as LEGACY records by runs.read_record), the grid's tables (<output-dir>/scores.csv with its ship
+intervals, `selected` and the baselines' rows; predictions.csv with each chip's ship in `group`), its figures
+(<output-dir>/figures/) and, when present, grad_cams.py's results (<exp-dir>/cam_summary.csv, cam_scores.csv,
+figures/*.png; --exp-dir defaults to <output-dir>/Exp_images). Writes into <output-dir>, each file atomically
+(runs.write_atomic):
     report.md                             the report; figures are linked relative to it
-    report_main_table.csv                 the numbers behind the main table, unrounded (percent)
+    report_main_table.csv                 the numbers behind the main table, unrounded (percent), the models' rows
+                                          with their intervals, then the baselines' rows
     report_effects.csv                    the paired differences behind the imbalance and transfer tables
     report_figures/imbalance_effects.png  each strategy minus `none` per seed pair, on the training set's test
 
@@ -39,6 +43,20 @@ and the number of seeds n; a cell with one seed shows its plain number marked "s
 Differences are paired: a seed enters only when both runs of the pair have it. The rarest class of a training
 set is the one with the fewest training chips in its manifest (the records' train_counts without a manifest).
 
+Intervals (ship_stats.py; a bootstrap over each test set's ships, all chips of a ship together): every row of the
+main table gets the 95 % interval of macro-F1 and balanced accuracy (main_section.py: one seed, scores.csv's;
+several, the interval of the mean over the seeds, the ships drawn once per replicate for every seed), and every
+paired difference (effects_section.py: each strategy against `none`, macro-F1 and the rarest class's recall,
+precision and F1; a model trained elsewhere against one trained on the test set) a paired bootstrap interval
+(bootstrap.paired_difference, the same ships for both arms and every seed), the share of seeds whose difference
+has its sign, and "no evidence of a difference" where the interval covers 0. Rows of fewer than three seeds are
+marked preliminary. The baselines floor, size_only and shortcut (baselines.py; rows of scores.csv) stand beside
+the models in the main and transfer tables, and a sentence says where `shortcut` comes within 5 macro-F1 points of
+the best model. The report opens with a box (report_box.py) on what the numbers can and cannot say: seeds and
+splits, ships per test set, the widest interval, the best model beside the baselines, degenerate models.
+Without predictions.csv and scores.csv (or where they are older than a record) the rows keep their numbers and
+say they have no interval.
+
 Synthetic data: a set counts as synthetic when its summary.json says `"synthetic": true` (dataset_prep.py
 --synthetic) or, for sets prepared otherwise, when its manifest shows it: a chip's `source` path has a folder
 named `synthetic` (where the generator writes the raw data) or a chip has a `mask` (exact ship masks exist
@@ -54,24 +72,29 @@ import pandas as pd
 
 import protocols
 import runs
-from cli import HelpFormatter, add_shared
+from cli import HelpFormatter, add_shared, int_at_least
 from effect_figures import plot_imbalance_effects
+from effects_section import (BASELINE, EFFECTS_CSV, add_paired_intervals, baseline_gaps, imbalance_arms,
+                             imbalance_metrics, section_imbalance, section_transfer, transfer_arms)
 from engine import IMBALANCE
+from main_section import (MAIN_CSV, METRICS, baseline_rows, interval_note, main_intervals, section_main,
+                          shortcut_lines)
 from metrics import score_row
 from models import MODEL_NAMES
 from published import section_published
-from protocols import DROPPED, lr_cell, protocol_label
-from seed_stats import aggregate_seeds, fmt, imbalance_pairs, md_table, seed_note, seeds_cell, transfer_pairs
+from protocols import DROPPED
+from report_box import box_lines
+from seed_stats import aggregate_seeds, fmt, imbalance_pairs, md_table, transfer_pairs
 from sets import SETS, SPLITS, load_manifests, load_summary, ordered, rank
+from ship_stats import Chips
+from tables import BOOTSTRAP_SEED, N_BOOTSTRAP
 
 # ----------------------------------------------------------------------------------------------------------
 # Study defaults
-BASELINE = "none"  # the imbalance strategy every other one is compared with
-METRICS = {"f1_macro": "Macro-F1", "balanced_accuracy": "Bal. acc.", "f1_weighted": "Weighted F1"}
 # a cell of the grid less its seed, with its protocol and how its learning rate was chosen
 KEYS = ["train_set", "test_set", "model", "imbalance", "protocol", "lr", "lr_status"]
 # What the report writes into --output-dir.
-REPORT, MAIN_CSV, EFFECTS_CSV = "report.md", "report_main_table.csv", "report_effects.csv"
+REPORT = "report.md"  # besides MAIN_CSV (main_section.py) and EFFECTS_CSV (effects_section.py)
 FIGURES = "report_figures"
 
 
@@ -124,7 +147,8 @@ def rarest_classes(counts, records):
 
 def per_run_metrics(records, rarest):
     """One row per finished cell and test set: the cell's keys, the metrics its record holds
-    (metrics.score_row, percent), the recall of its training set's rarest class (`rare_recall`), its learning
+    (metrics.score_row, percent), the recall, precision and F1 of its training set's rarest class (`rare_recall`,
+    `rare_precision`, `rare_f1`), its learning
     rate, protocol, validation score and degenerate flag (protocols.run_columns) and how its learning rate
     stands (`lr_status`, protocols.lr_status)."""
     rows = []
@@ -134,7 +158,8 @@ def per_run_metrics(records, rarest):
             scores = result["metrics"]
             rows.append({"train_set": rec["train_set"], "test_set": test_set, "model": rec["model"],
                          "imbalance": rec["imbalance"], "seed": int(rec["seed"]), **scores,
-                         "rare_class": rare, "rare_recall": scores.get(f"{rare}_recall", math.nan),
+                         "rare_class": rare, **{f"rare_{m}": scores.get(f"{rare}_{m}", math.nan)
+                                                for m in ("recall", "precision", "f1")},
                          **protocols.run_columns(folder, rec, test_set, result)})
     per_run = runs.sort_frame(pd.DataFrame(rows), ["train_set", "test_set", "model", "imbalance", "protocol", "lr",
                                                    "seed"])
@@ -193,64 +218,6 @@ def section_data(manifests, counts, rarest):
     return lines
 
 
-def section_main(main, floors, classes, per_run):
-    """The main table (the learning rate chosen on validation, protocol and degenerate flag per row), the best
-    model per training set chosen on validation (protocols.best_line) and the majority-class floor."""
-    lines = ["## 1. How well does each model classify?", "",
-             "Percent (scikit-learn on each run's saved per-chip predictions), every model tested on every "
-             "set, at the learning rate chosen on validation (column LR says how it was chosen). "
-             + seed_note(main["n_seeds"]), "", *protocols.best_line(main, floors),
-             protocols.degenerate_line(per_run), ""]
-    values = [*METRICS, *[f"{c}_f1" for c in classes]]
-    header = ["Train", "Test", "Model", "Imbalance", "Protocol", "LR", "Seeds", "Val. macro-F1",
-              *METRICS.values(), *[f"F1 {c}" for c in classes], "Degenerate"]
-    rows = [[r["train_set"], r["test_set"], r["model"], r["imbalance"], protocol_label(r["protocol"]),
-             lr_cell(r["lr"], r["lr_status"]), seeds_cell(int(r["n_seeds"])),
-             fmt(r["val_f1_macro_mean"], r["val_f1_macro_std"], int(r["n_seeds"])),
-             *[fmt(r[f"{v}_mean"], r[f"{v}_std"], int(r["n_seeds"])) for v in values],
-             protocols.degenerate_cell(r["n_degenerate"], int(r["n_seeds"]))]
-            for _, r in main.iterrows()]
-    lines += [md_table(header, rows), "", f"Unrounded values: [`{MAIN_CSV}`]({MAIN_CSV}).", ""]
-    if len(floors):
-        lines += [("Floor: predicting the test split's most frequent class for every chip (from the "
-                   "manifests); a model below it has learnt nothing useful:"), "",
-                  md_table(["Test set", "Majority class", "Accuracy", *METRICS.values()],
-                           [[f["set"], f["majority"], *[fmt(f[k]) for k in ("accuracy", *METRICS)]]
-                            for _, f in floors.iterrows()]), ""]
-    return lines
-
-
-def section_imbalance(per_run, pairs, effects, rarest, figure, report_dir):
-    lines = ["## 2. Does an imbalance strategy help the rare class?", ""]
-    if pairs.empty:
-        strategies = ", ".join(ordered(per_run["imbalance"], IMBALANCE))
-        return lines + [(f"Not answerable from this grid: it needs runs with `{BASELINE}` and with another "
-                         f"imbalance strategy for the same seeds and protocol (strategies run: {strategies})."), ""]
-    lines += [f"Each strategy minus `{BASELINE}` in percentage points, paired by seed within one protocol (a seed "
-              f"counts only when both runs have it; n = number of pairs), each at the learning rate chosen on "
-              f"validation for it (LR: strategy's rate / `{BASELINE}`'s rate), for macro-F1 and for the recall "
-              f"of the training set's rarest class. " + seed_note(effects["n_seeds"]), "",
-              *image_lines([figure], report_dir)]
-    tests = ordered(effects["test_set"], SETS)
-    for train_set in ordered(effects["train_set"], SETS):
-        part = effects[effects["train_set"] == train_set]
-        rare = rarest.get(train_set, "the rarest class")
-        rows = []
-        for (model, strategy, protocol, lr, lr_base, status), g in part.groupby(
-                ["model", "imbalance", "protocol", "lr", "lr_base", "lr_status"], sort=False):
-            g = g.set_index("test_set")
-            cells = [fmt(g.loc[t, f"{v}_mean"], g.loc[t, f"{v}_std"], int(g.loc[t, "n_seeds"]), signed=True)
-                     if t in g.index else "–" for v in ("f1_macro", "rare_recall") for t in tests]
-            pairs_n = ", ".join(seeds_cell(n) for n in sorted(set(g["n_seeds"])))
-            rows.append([model, strategy, protocol_label(protocol), f"{lr_cell(lr, status)} / {lr_base:g}", pairs_n,
-                         *cells])
-        header = ["Model", "Strategy", "Protocol", "LR", "Pairs", *[f"Δ macro-F1 on {t}" for t in tests],
-                  *[f"Δ recall {rare} on {t}" for t in tests]]
-        lines += [f"### Trained on {train_set} (rarest class: {rare})", "", md_table(header, rows), ""]
-    return lines + [f"Unrounded values: [`{EFFECTS_CSV}`]({EFFECTS_CSV}) (kind `imbalance_vs_{BASELINE}`).",
-                    ""]
-
-
 def heatmap_paths(output_dir, per_run):
     """The grid's heat maps (tables.plot_figures) of the configurations whose rate is chosen or the only one: one
     per imbalance strategy, and one more (suffix _legacy) per strategy with LEGACY records."""
@@ -262,11 +229,12 @@ def heatmap_paths(output_dir, per_run):
     return [Path(output_dir, "figures", f"cross_dataset_f1_macro_{s}.png") for s in suffixes]
 
 
-def section_transfer(output_dir, per_run, gaps):
-    lines = ["## 3. Does a model trained on one dataset work on the other?", "",
-             ("Macro-F1, training set (rows) x test set (columns), a panel per model, mean over the seeds at the "
-              "learning rate chosen on validation (the grid's figures, one per imbalance strategy; `_legacy`: the "
-              f"{protocols.LEGACY_LABEL}; the spread over seeds is in the main table):"), ""]
+def heatmap_lines(output_dir, per_run):
+    """Section 3's heat maps: the text above them, their links and a line for any that is missing."""
+    lines = [("Macro-F1, training set (rows) x test set (columns), a panel per model, mean over the seeds at the "
+              "learning rate chosen on validation, with the baselines' panels (the grid's figures, one per "
+              f"imbalance strategy; `_legacy`: the {protocols.LEGACY_LABEL}; the spread over seeds and the "
+              "intervals are in the main table):"), ""]
     heatmaps = heatmap_paths(output_dir, per_run)
     lines += image_lines([p for p in heatmaps if p.is_file()], output_dir)
     missing = [p.name for p in heatmaps if not p.is_file()]
@@ -276,20 +244,7 @@ def section_transfer(output_dir, per_run, gaps):
     if (per_run["lr_status"] == protocols.UNCHOSEN).any():
         lines += ["The heat maps leave out the configurations trained with several learning rates and no "
                   "validation split (no rate is chosen for them); the main table shows each of their rates.", ""]
-    if gaps.empty:
-        return lines + [("No transfer gap: it needs, for the same model, strategy, protocol and seed, a run "
-                         "trained on the test set itself and one trained on another set."), ""]
-    rows = [[r["train_set"], r["test_set"], r["model"], r["imbalance"], protocol_label(r["protocol"]),
-             f"{lr_cell(r['lr'], r['lr_status'])} / {r['lr_base']:g}", seeds_cell(int(r["n_seeds"])),
-             fmt(r["f1_macro_mean"], r["f1_macro_std"], int(r["n_seeds"]), signed=True)]
-            for _, r in gaps.iterrows()]
-    return lines + ["Transfer gap: macro-F1 on a test set when trained on another set, minus when trained on "
-                    "that test set itself (same model, strategy, protocol and seed; LR: the rate of the run trained "
-                    "elsewhere / of the run trained on the test set, each chosen on validation), percentage "
-                    "points. " + seed_note(gaps["n_seeds"]), "",
-                    md_table(["Train", "Test", "Model", "Imbalance", "Protocol", "LR", "Pairs",
-                              "Δ macro-F1 vs trained on the test set"], rows),
-                    "", f"Unrounded values: [`{EFFECTS_CSV}`]({EFFECTS_CSV}) (kind `transfer_vs_own`).", ""]
+    return lines
 
 
 def section_gradcam(exp_dir, report_dir):
@@ -360,10 +315,10 @@ def section_hardware(found):
 # ----------------------------------------------------------------------------------------------------------
 # entry points
 
-def gather(output_dir, data_dir):
+def gather(output_dir, data_dir, n_boot=N_BOOTSTRAP):
     """Every input and statistic the report shows, as a dict: found (the finished cells, [(folder, record)]),
     manifests, counts, rarest, floors, per_run (every run), shown (the runs at the learning rates the tables
-    show), classes, main, pairs, effects, gaps."""
+    show), classes, main, pairs, effects, gaps, and (add_intervals) chips, baselines, n_boot."""
     found = runs.find_records(output_dir)
     if not found:
         raise FileNotFoundError(f"no finished cells under {Path(output_dir, runs.RUNS)} (<train_set>/<model>/"
@@ -383,10 +338,31 @@ def gather(output_dir, data_dir):
     g["pairs"] = imbalance_pairs(shown, BASELINE, on, keep)
     gap_pairs = transfer_pairs(shown, on, keep)
     effect_keys = [*KEYS, "lr_base"]
-    g["effects"] = (runs.sort_frame(aggregate_seeds(g["pairs"], effect_keys, ["f1_macro", "rare_recall"]), KEYS)
+    rare = ["rare_recall", "rare_precision", "rare_f1"]
+    g["effects"] = (runs.sort_frame(aggregate_seeds(g["pairs"], effect_keys, ["f1_macro", *rare]), KEYS)
                     if len(g["pairs"]) else pd.DataFrame())
     g["gaps"] = (runs.sort_frame(aggregate_seeds(gap_pairs, effect_keys, ["f1_macro"]), KEYS)
                  if len(gap_pairs) else pd.DataFrame())
+    return add_intervals(g, output_dir, n_boot)
+
+
+def add_intervals(g, output_dir, n_boot):
+    """The ship-bootstrap intervals (ship_stats.py) from predictions.csv and scores.csv: the main table's
+    (main_section.main_intervals), the baselines' rows of scores.csv beside the models, and the paired intervals
+    of the imbalance effects and transfer gaps (effects_section.add_paired_intervals), the baselines' gaps
+    among the latter. Without those files every row keeps its numbers and gets no interval."""
+    g["chips"] = chips = Chips.read(output_dir)
+    chosen = (protocols.CHOSEN, protocols.ONLY)  # must be scores.csv's `selected` rows
+    g["n_stale"] = chips.check(g["per_run"], chosen) if chips.scores is not None else 0
+    g["n_boot"], classes = n_boot, g["classes"]
+    g["main"] = main_intervals(g["main"], chips, classes, n_boot, BOOTSTRAP_SEED)
+    g["baselines"] = baseline_rows(chips.scores, g["main"])
+    g["effects"] = add_paired_intervals(g["effects"], chips, classes, imbalance_arms, imbalance_metrics(g["rarest"]),
+                                        n_boot, BOOTSTRAP_SEED)
+    gaps = [t for t in (g["gaps"], baseline_gaps(g["baselines"])) if len(t)]
+    gaps = pd.concat(gaps, ignore_index=True) if gaps else pd.DataFrame()
+    g["gaps"] = add_paired_intervals(gaps, chips, classes, transfer_arms, {"f1_macro": lambda r: "f1_macro"},
+                                     n_boot, BOOTSTRAP_SEED)
     return g
 
 
@@ -407,7 +383,8 @@ def write_figures(output_dir, g):
 
 
 def header_lines(data_dir, g):
-    """Title, the synthetic-data warning where it applies, and what the report was built from."""
+    """Title, the synthetic-data warning where it applies, the box (report_box.py) and what the report was built
+    from."""
     manifests, per_run = g["manifests"], g["per_run"]
     synthetic = [s for s, m in manifests.items() if is_synthetic(m, load_summary(data_dir, s))]
     seeds = sorted(set(per_run["seed"]))
@@ -418,6 +395,7 @@ def header_lines(data_dir, g):
                    "the numbers below test the pipeline and say nothing about real SAR ships."), ""]
     elif not manifests:
         lines += [f"> No manifests under `{data_dir}`: whether the data is real or synthetic is unknown.", ""]
+    lines += box_lines(g, data_dir, bool(synthetic))
     return lines + [(f"Generated by `report.py` from {len(g['found'])} finished runs under `runs/`: training "
                      f"sets {', '.join(ordered(per_run['train_set'], SETS))}; models "
                      f"{', '.join(ordered(per_run['model'], MODEL_NAMES))}; imbalance strategies "
@@ -427,8 +405,9 @@ def header_lines(data_dir, g):
 
 
 def write_tables(output_dir, g):
-    """report_main_table.csv and report_effects.csv (the imbalance effects and transfer gaps, by `kind`)."""
-    main = g["main"]
+    """report_main_table.csv (the models' rows, then the baselines') and report_effects.csv (the imbalance
+    effects and transfer gaps, by `kind`)."""
+    main = pd.concat([t for t in (g["main"], g["baselines"]) if len(t)], ignore_index=True)
     runs.write_atomic(Path(output_dir) / MAIN_CSV, lambda tmp: main.to_csv(tmp, index=False))
     tables = [t.assign(kind=kind) for t, kind in ((g["effects"], f"imbalance_vs_{BASELINE}"),
                                                    (g["gaps"], "transfer_vs_own")) if len(t)]
@@ -436,20 +415,24 @@ def write_tables(output_dir, g):
     runs.write_atomic(Path(output_dir) / EFFECTS_CSV, lambda tmp: effects.to_csv(tmp, index=False))
 
 
-def build_report(output_dir, data_dir, exp_dir=None):
+def build_report(output_dir, data_dir, exp_dir=None, n_boot=N_BOOTSTRAP):
     """Write report.md, report_main_table.csv, report_effects.csv and report_figures/ into output_dir from
     the finished cells under output_dir/runs, the manifests under data_dir and the Grad-CAM results under
-    exp_dir (None: output_dir/Exp_images). Returns the path of report.md."""
+    exp_dir (None: output_dir/Exp_images); n_boot: ship-bootstrap replicates of the intervals the report
+    computes itself (pooled seeds, paired differences). Returns the path of report.md."""
     output_dir, data_dir = Path(output_dir), Path(data_dir)
     exp_dir = Path(exp_dir) if exp_dir is not None else output_dir / runs.EXP_IMAGES
-    g = gather(output_dir, data_dir)
+    g = gather(output_dir, data_dir, n_boot)
     figure = write_figures(output_dir, g)
     lines = header_lines(data_dir, g)
     lines += section_data(g["manifests"], g["counts"], g["rarest"])
-    lines += section_main(g["main"], g["floors"], g["classes"], g["per_run"])
-    lines += section_published(g["shown"], g["floors"])
-    lines += section_imbalance(g["shown"], g["pairs"], g["effects"], g["rarest"], figure, output_dir)
-    lines += section_transfer(output_dir, g["shown"], g["gaps"])
+    note = interval_note(g["main"], n_boot, BOOTSTRAP_SEED)
+    lines += section_main(g["main"], g["baselines"], g["floors"], g["classes"], g["per_run"], note)
+    lines += shortcut_lines(g["main"], g["baselines"], g["rarest"])
+    lines += section_published(g["shown"], g["floors"], g["chips"], g["classes"], n_boot, BOOTSTRAP_SEED)
+    figure_lines = image_lines([figure], output_dir) if len(g["pairs"]) else []
+    lines += section_imbalance(g["shown"], g["effects"], g["rarest"], figure_lines, n_boot)
+    lines += section_transfer(g["gaps"], heatmap_lines(output_dir, g["shown"]), n_boot)
     lines += section_gradcam(exp_dir, output_dir)
     lines += section_hardware(g["found"])
     write_tables(output_dir, g)
@@ -465,6 +448,9 @@ def get_args_parser(add_help=True):
     parser.add_argument("--exp-dir", default=None,
                         help=f"grad_cams.py's output folder, read by the Grad-CAM section (default: "
                              f"<output-dir>/{runs.EXP_IMAGES})")
+    parser.add_argument("--bootstrap", type=int_at_least(1), default=N_BOOTSTRAP, metavar="N",
+                        help="replicates of the ship bootstrap behind the intervals the report computes (rows "
+                             "pooling several seeds, paired differences; seed tables.BOOTSTRAP_SEED)")
     return parser
 
 
@@ -479,7 +465,7 @@ def clean_stale(output_dir):
 def main(args):
     clean_stale(args.output_dir)
     try:
-        path = build_report(args.output_dir, args.data_dir, args.exp_dir)
+        path = build_report(args.output_dir, args.data_dir, args.exp_dir, args.bootstrap)
     except (FileNotFoundError, runs.RecordError) as e:
         raise SystemExit(f"report.py: {e}") from None
     print(f"wrote {path}")

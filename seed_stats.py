@@ -32,12 +32,13 @@ def paired_differences(a, b, on, values, keep=()):
 
 
 def imbalance_pairs(per_run, baseline, on=(), keep=()):
-    """Each imbalance strategy minus `baseline`: same train set, test set, model and seed, and the same values
-    of the further columns `on` (report.py: the protocol and the learning rate's pairing key); `keep`: columns of
-    the baseline run kept as <column>_base."""
+    """Each imbalance strategy minus `baseline` (macro-F1, and the rare class's recall, precision and F1 where
+    `per_run` has them): same train set, test set, model and seed, and the same values of the further columns
+    `on` (report.py: the protocol and the learning rate's pairing key); `keep`: columns of the baseline run kept
+    as <column>_base."""
     base = per_run["imbalance"] == baseline
-    return paired_differences(per_run[~base], per_run[base], ["train_set", "test_set", "model", *on],
-                              ["f1_macro", "rare_recall"], keep)
+    values = ["f1_macro", *[v for v in ("rare_recall", "rare_precision", "rare_f1") if v in per_run]]
+    return paired_differences(per_run[~base], per_run[base], ["train_set", "test_set", "model", *on], values, keep)
 
 
 def transfer_pairs(per_run, on=(), keep=()):

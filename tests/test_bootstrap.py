@@ -184,7 +184,7 @@ def test_paired_draw_is_per_test_set():
     # one draw per test set shared by every pair using it: a repeated pair adds nothing
     assert bootstrap.paired_difference([(arm, renamed)] * 3, CLASSES, "f1_macro") == {**other, "n_pairs": 3}
     with pytest.raises(ValueError, match="is not one of"):
-        bootstrap.paired_difference([(arm, arm)], CLASSES, "f1_weighted")
+        bootstrap.paired_difference([(arm, arm)], CLASSES, "precision_macro")
 
 
 def test_paired_is_reproducible_and_per_class():

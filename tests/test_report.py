@@ -104,6 +104,7 @@ def test_main_table_equals_sklearn_on_predictions(grid):
     predictions = model_rows(pd.read_csv(grid["out"] / "predictions.csv", keep_default_na=False))
     expected = _sklearn_scores(predictions)
     table = pd.read_csv(grid["out"] / report.MAIN_CSV)
+    table = table[table["protocol"] != "baseline"]  # the baselines' rows follow the models' (test_report_numbers)
     assert len(table) == 4  # fusar x {fusar, opensarship} x cnn x {none, weighted}
     for _, row in table.iterrows():
         runs = expected[(expected[CELL] == row[CELL]).all(axis=1)]
@@ -113,10 +114,11 @@ def test_main_table_equals_sklearn_on_predictions(grid):
             assert row[f"{value}_mean"] == pytest.approx(runs[value].mean(), abs=0.01), value
             assert row[f"{value}_std"] == pytest.approx(runs[value].std(ddof=1), abs=0.01), value
         cells = _md_row(grid["text"], [row["train_set"], row["test_set"], "cnn", row["imbalance"]])
-        assert cells[4:8] == ["bn on, last", "0.001 (only rate)", "n = 2", "–"]  # no val split: no val score
+        assert cells[4:8] == ["bn on, last", "0.001 (only rate)", "n = 2 †", "–"]  # no val split: no val score
         shown = [f"{row[f'{v}_mean']:.1f} ± {row[f'{v}_std']:.1f}" for v in
                  ["f1_macro", "balanced_accuracy", "f1_weighted", *[f"{c}_f1" for c in CLASSES]]]
-        assert cells[8:-1] == shown
+        assert [cells[8], cells[10], *cells[12:-1]] == shown  # cells 9 and 11: the intervals
+        assert cells[9] == f"[{row['f1_macro_ci_low']:.1f}, {row['f1_macro_ci_high']:.1f}]"
 
 
 def test_imbalance_effect_is_paired_by_seed_on_the_rarest_class(grid):
@@ -134,11 +136,13 @@ def test_imbalance_effect_is_paired_by_seed_on_the_rarest_class(grid):
             assert row[f"{value}_mean"] == pytest.approx(d.mean(), abs=0.01)
             assert row[f"{value}_std"] == pytest.approx(d.std(ddof=1), abs=0.02)
         assert row["n_seeds"] == 2
-    cells = _md_row(grid["text"], ["cnn", "weighted"])
     by_test = effects.set_index("test_set")
-    assert cells[2:5] == ["bn on, last", "0.001 (only rate) / 0.001", "n = 2"]
-    assert cells[5:] == [f"{by_test.loc[t, f'{v}_mean']:+.1f} ± {by_test.loc[t, f'{v}_std']:.1f}"
-                         for v in ("f1_macro", "rare_recall") for t in ("fusar", "opensarship")]
+    for t in ("fusar", "opensarship"):  # a row per test set: the paired bootstrap difference and its interval
+        cells = _md_row(grid["text"], [t, "cnn", "weighted"])
+        assert cells[3:6] == ["bn on, last", "0.001 (only rate) / 0.001", "n = 2"]
+        for cell, v in zip(cells[6:8], ("f1_macro", "rare_recall")):
+            assert by_test.loc[t, f"{v}_diff"] == pytest.approx(by_test.loc[t, f"{v}_mean"], abs=0.01)
+            assert cell.startswith(f"{by_test.loc[t, f'{v}_diff']:+.1f} [{by_test.loc[t, f'{v}_ci_low']:+.1f}, ")
 
 
 def test_every_linked_file_exists(grid):
@@ -156,8 +160,11 @@ def test_report_sections_come_from_the_records(grid):
     assert text.startswith("# ") and "**SYNTHETIC DATA.**" in text.splitlines()[2]  # tiny chips have masks
     assert _md_row(text, ["fusar", "train"])[2:] == ["8", "5", "3", "16"]
     assert _md_row(text, ["opensarship", "test"])[2:] == ["6", "3", "3", "12"]
-    # floor of all-Cargo on a 6/3/3 test split: accuracy 50, macro-F1 (2/3)/3, balanced accuracy 1/3
-    assert _md_row(text, ["fusar", "Cargo"])[2:5] == ["50.0", "22.2", "33.3"]
+    # floor of all-Cargo on a 6/3/3 test split: accuracy 50, macro-F1 (2/3)/3, balanced accuracy 1/3 (the floor
+    # baseline's row of the main table; the accuracy in the published table's row of the test split's majority)
+    floor = _md_row(text, ["fusar", "fusar", "floor", "none", "baseline"])
+    assert [floor[8], floor[10]] == ["22.2", "33.3"]
+    assert _md_row(text, ["fusar", "ours, all Cargo"])[3] == "50.0"
     assert _md_row(text, ["fusar", "published, fine-tuned VGG16"])[3:] == ["73.05", "70.54", "90.2", "31.2",
                                                                             "60.3"]
     assert _md_row(text, ["mixed", "published, all Cargo"])[3:5] == ["71.92", "60.18"]
@@ -186,9 +193,12 @@ def test_single_seed_grid_shows_no_spread(grid, tmp_path):
     text = _report(out, grid["data"], "--exp-dir", str(grid["exp"])).read_text()
     assert "±" not in text
     assert "seeds 0 (single seed)" in text and "Single seed: every number is one run's result" in text
-    assert _md_row(text, ["fusar", "fusar", "cnn", "none"])[6] == "1 (single seed)"
+    assert _md_row(text, ["fusar", "fusar", "cnn", "none"])[6] == "1 (single seed) †"
     table = pd.read_csv(out / report.MAIN_CSV)
     assert table["f1_macro_std"].isna().all() and (table["n_seeds"] == 1).all()
+    scores = pd.read_csv(out / "scores.csv").set_index(CELL)  # one seed: the interval of its scores.csv row
+    for _, row in table.iterrows():
+        assert row["f1_macro_ci_low"] == scores.loc[tuple(row[CELL]), "f1_macro_ci_low"]
     for target in re.findall(r"\]\(([^)]+)\)", text):
         assert (out / target).is_file(), target
 
@@ -249,7 +259,7 @@ def test_no_runs_is_a_clear_error(tmp_path):
 
 def test_command_line_and_stale_temporaries(tmp_path):
     help_text = report.get_args_parser().format_help()
-    assert "(default: None)" not in help_text and help_text.count("(default:") == 3  # --output/data/exp-dir
+    assert "(default: None)" not in help_text and help_text.count("(default:") == 4  # dirs, --bootstrap
     assert "<output-dir>/Exp_images" in help_text
     # a temporary report left by a killed run of this host is removed at the start (runs.clean_stale)
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
@@ -316,7 +326,7 @@ def test_best_model_is_chosen_on_validation_never_on_test(tmp_path):
     assert "fusar: vgg (none, lr 0.001, bn on, best), validation macro-F1 81.0 ± 1.4; test macro-F1 41.0 ± 1.4" \
         in best
     cnn = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
-    assert cnn[5:9] == ["0.0003 (chosen on validation)", "n = 2", "71.0 ± 1.4", "89.0 ± 1.4"]
+    assert cnn[5:9] == ["0.0003 (chosen on validation)", "n = 2 †", "71.0 ± 1.4", "89.0 ± 1.4"]
     assert _md_row(text, ["fusar", "fusar", "vgg", "none", "bn on, best"])[5] == "0.001 (chosen on validation)"
     assert "| 0.001 (chosen" not in "".join(line for line in text.splitlines() if "| cnn |" in line)
     table = pd.read_csv(tmp_path / report.MAIN_CSV)
@@ -343,9 +353,9 @@ def test_legacy_records_are_labelled_and_never_averaged_with_new_ones(tmp_path):
     text = _report(tmp_path, tmp_path / "no_data").read_text()
     legacy = _md_row(text, ["fusar", "fusar", "cnn", "none", protocols.LEGACY_LABEL])
     assert protocols.LEGACY_LABEL == "earlier records: stored batch-norm statistics, last epoch, no validation"
-    assert legacy[5:9] == ["0.001 (only rate)", "1 (single seed)", "–", "40.0"]
+    assert legacy[5:9] == ["0.001 (only rate)", "1 (single seed) †", "–", "40.0"]
     new = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
-    assert new[5:9] == ["0.001 (only rate)", "n = 2", "76.0 ± 1.4", "82.0 ± 2.8"]  # 80 and 84: legacy 40 left out
+    assert new[5:9] == ["0.001 (only rate)", "n = 2 †", "76.0 ± 1.4", "82.0 ± 2.8"]  # 80 and 84: legacy 40 left out
     assert f"`legacy` ({protocols.LEGACY_LABEL}" in text and "`bn on, best`" in text
     # the best model comes from the runs with validation only
     assert "fusar: cnn (none, lr 0.001, bn on, best), validation macro-F1 76.0 ± 1.4" in text
