@@ -102,7 +102,7 @@ def _dataset_rows(dataset, style, classes, counts, rng):
     return out
 
 
-def _write_set(set_dir, items, classes):
+def _write_set(set_dir, items, classes, seed):
     set_dir.mkdir(parents=True, exist_ok=True)
     for row, image, mask in items:
         chip_path = set_dir / row["path"]
@@ -116,7 +116,8 @@ def _write_set(set_dir, items, classes):
     sets.write_manifest(set_dir / sets.MANIFEST, rows)
     counts = {s: {c: sum(r["split"] == s and r["class"] == c for r in rows) for c in classes}
               for s in sets.SPLITS if any(r["split"] == s for r in rows)}
-    (set_dir / "summary.json").write_text(json.dumps({"counts": counts, "skipped": {}}, indent=2) + "\n")
+    summary = {"counts": counts, "skipped": {}, "split_seed": seed}
+    (set_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [f"{s}: " + ", ".join(f"{c} {n}" for c, n in counts[s].items()) for s in counts]
     (set_dir / "summary.txt").write_text("\n".join(lines) + "\n")
 
@@ -144,7 +145,7 @@ def write_tiny_prepared(root, sets=("fusar", "opensarship", "mixed"), classes=CL
             items = generated[name]
         else:
             items = _dataset_rows(name, "fusar", classes, counts, np.random.default_rng([seed, 100 + offset]))
-        _write_set(root / name, items, classes)
+        _write_set(root / name, items, classes, seed)
     return root
 
 
