@@ -2,7 +2,7 @@
 
     overlay(chip, cam_map)                                      # uint8 RGB heat map over a uint8 chip
     plot_set_grid(set_name, records, per_class, path, method)   # figures/cam_grid_<set>.png
-    plot_on_ship(summary, path)                                 # figures/cam_on_ship.png
+    plot_on_ship(summary, path)                                 # figures/cam_on_ship.png (vs prior, uniform)
 
 Figures are matplotlib Figure objects, not pyplot: no global figure state, no GUI backend needed on a headless
 machine; each is written atomically (runs.write_atomic).
@@ -71,18 +71,26 @@ def plot_set_grid(set_name, records, per_class, path, method="gradcam"):
 
 
 def plot_on_ship(summary, path):
-    """Mean on-ship energy per model, a panel per set, against the uniform-map baseline (area fraction)."""
+    """Mean on-ship energy per model, a panel per set, against the centre prior (cam_scores.py) and the
+    uniform-map baseline (area fraction); all explained chips (cam_summary.csv rows of outcome `all`).
+    Panels of sets whose regions are estimates (FUSAR-Ship's centre disc) are titled approximate."""
+    if "outcome" in summary:
+        summary = summary[summary["outcome"] == "all"]
     set_names = list(dict.fromkeys(summary["set"]))
-    fig = Figure(figsize=(0.6 + (0.8 + 0.7 * summary["model"].nunique()) * len(set_names), 3.4))
+    fig = Figure(figsize=(0.6 + (0.8 + 0.9 * summary["model"].nunique()) * len(set_names), 3.4))
     axes = fig.subplots(1, len(set_names), squeeze=False)
     for ax, set_name in zip(axes[0], set_names):
         s = summary[summary["set"] == set_name]
         x = np.arange(len(s))
-        ax.bar(x - 0.2, s["on_ship_energy"], 0.4, label="CAM energy on ship", color="tab:red")
-        ax.bar(x + 0.2, s["ship_area_fraction"], 0.4, label="uniform map (ship area)", color="tab:gray")
+        ax.bar(x - 0.27, s["on_ship_energy"], 0.27, label="CAM energy on ship", color="tab:red")
+        if "prior_energy" in s:
+            ax.bar(x, s["prior_energy"], 0.27, label="centre prior", color="tab:blue")
+        ax.bar(x + 0.27, s["ship_area_fraction"], 0.27, label="uniform map (ship area)", color="tab:gray")
         ax.set_xticks(x, s["model"], rotation=30, ha="right")
-        ax.set_ylim(0, 1)
-        ax.set_title(set_name)
+        top = np.nanmax(s[[c for c in ("on_ship_energy", "prior_energy", "ship_area_fraction") if c in s]].values)
+        ax.set_ylim(0, min(1.0, 1.15 * top) if top > 0 else 1.0)   # small ships: the bars stay readable
+        approximate = "approximate" in s and s["approximate"].astype(str).eq("True").any()
+        ax.set_title(set_name + (" (approximate region)" if approximate else ""), fontsize=9)
     axes[0, 0].set_ylabel("share of the map's energy")
     axes[0, 0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()

@@ -7,6 +7,7 @@ Commands (after dataset_prep.py and test_models.py):
     python grad_cams.py --output-dir demo --exp-dir cams    # Grad-CAM output elsewhere than demo/Exp_images
     python grad_cams.py --datasets fusar --models vgg,resnet --method gradcam++ --device cuda
     python grad_cams.py --imbalance weighted --lr 0.0003 --train-seed 1  # explain another cell of the grid
+    python grad_cams.py --road-chips 0                      # skip ROAD (7-17 s per map at 224 px on a CPU)
 
 For every prepared set (`<data-dir>/<set>/manifest.csv`) and every model trained on that same set (the
 grid cell `<output-dir>/runs/<set>/<model>/<imbalance>/lr<lr>/seed<k>/` with record.json and checkpoint.pt; by
@@ -25,19 +26,30 @@ Outputs under --exp-dir (default <output-dir>/Exp_images), each written atomical
   cam_scores.csv                   one row per chip and model: set, model, path, true, pred,
                                    on_ship_energy, peak_on_ship, ship_area_fraction, region_source, then
                                    the file index i, the grid cell, whether pred agrees with the cell's own
-                                   predictions_<set>.csv (it does when preprocessing matches), and
-                                   cell_choice: how the cell's learning rate was chosen
-  cam_summary.csv                  per set and model: mean on-ship energy, uniform baseline, lift, peaks
+                                   predictions_<set>.csv (it does when preprocessing matches), cell_choice:
+                                   how the cell's learning rate was chosen, then (cam_scores.CHIP_COLUMNS)
+                                   correct, zero_map, prior_energy, prior_peak_on_ship, lift_uniform,
+                                   lift_prior, conf_change, conf_change_prior, region_exact, region_to_hull,
+                                   prior_sigma
+  cam_summary.csv                  per set, model and outcome (all, correct, wrong): n, n_scored, n_zero,
+                                   on-ship energy against the uniform map (lift) and the centre prior
+                                   (lift_prior), peaks, confidence changes, `approximate` regions, region /
+                                   hull area, seconds per chip (cam_scores.summarise)
+  road_scores.csv                  ROAD (MoRF, LeRF, combined) of --road-chips chips per set and model, for
+                                   the map and the centre prior, with the seconds each took
   figures/cam_grid_<set>.png       chips in rows (--figure-per-class per class), a column per model, each
                                    cell titled with the true and predicted class; ship region outlined
-  figures/cam_on_ship.png          mean on-ship energy per model and set against the uniform baseline
+  figures/cam_on_ship.png          mean on-ship energy per model and set against the centre prior and the
+                                   uniform map
 Exit status 1 when nothing could be explained (every problem is printed).
 
-The on-ship scores and the ship regions they use (exact mask, OpenSARShip head-tail segment, FUSAR-Ship
-centre disc) are defined in ship_regions.py. An all-zero map has no energy: its scores are left empty and it
-is not counted in n_scored.
+The ship regions (exact mask, OpenSARShip head-tail segment, FUSAR-Ship centre disc: about 5x the hull's area,
+so FUSAR scores are marked approximate) are defined in ship_regions.py; the centre-prior baseline, all-zero
+maps (scored as uniform maps, counted in n_zero), the faithfulness metrics and their cost in cam_scores.py.
+The energy share is that of the map after pytorch-grad-cam's per-map min-max scaling (cam_scores.SCALING_NOTE).
 """
 import argparse
+import textwrap
 import time
 import zlib
 from pathlib import Path
@@ -74,7 +86,9 @@ import sets
 from cam_cells import find_cell
 from cam_figures import overlay, plot_on_ship, plot_set_grid
 from cli import PREP_HINT, HelpFormatter, add_shared, comma_list, float_in, int_at_least
-from ship_regions import chip_scores, native_region
+from cam_scores import APPROXIMATE_SOURCES, CHIP_COLUMNS, ROAD_COLUMNS, SCALING_NOTE, road_indices, score_model
+from cam_scores import road_summary, summarise
+from ship_regions import native_region, region_to_hull, resize_region
 
 # ----------------------------------------------------------------------------------------------------------
 # Study defaults
@@ -84,6 +98,7 @@ CELL_IMBALANCE = "none"     # which grid cell to explain by default (the study t
 METHOD = "gradcam"          # the study's method
 BATCH_SIZE = 16             # chips per CAM batch
 SELECTION_SEED = 0          # seed of the chip selection (and of randomcam)
+ROAD_CHIPS = 4              # chips per set and model scored with ROAD (slow: cam_scores.py)
 # pytorch-grad-cam methods that explain one declared target layer of a classifier. Left out: fullgrad
 # (ignores the target layer and uses every bias), refinecam and sess (meta-methods over several layers
 # or rescaled crops).
@@ -105,8 +120,9 @@ METHODS = {
     "randomcam": RandomCAM,         # random channel weights: a sanity baseline for the on-ship score
 }
 SCORE_COLUMNS = ["set", "model", "path", "true", "pred", "on_ship_energy", "peak_on_ship",
-                 "ship_area_fraction", "region_source", "index", "cell", "agrees_with_grid", "cell_choice"]
-CAM_SCORES, CAM_SUMMARY, FIGURES = "cam_scores.csv", "cam_summary.csv", "figures"
+                 "ship_area_fraction", "region_source", "index", "cell", "agrees_with_grid", "cell_choice",
+                 *CHIP_COLUMNS]
+CAM_SCORES, CAM_SUMMARY, ROAD_SCORES, FIGURES = "cam_scores.csv", "cam_summary.csv", "road_scores.csv", "figures"
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -132,6 +148,9 @@ def get_args_parser(add_help=True):
     p.add_argument("--figure-per-class", type=int_at_least(1), default=FIGURE_PER_CLASS,
                    help="chips per class shown in figures/cam_grid_<set>.png")
     p.add_argument("--batch-size", type=int_at_least(1), default=BATCH_SIZE, help="chips per CAM batch")
+    p.add_argument("--road-chips", type=int_at_least(0), default=ROAD_CHIPS,
+                   help="chips per set and model scored with ROAD, for the map and the centre prior (seeded, the "
+                        "same chips for every model; 0: none); 7-17 s per map at 224 px on a CPU")
     add_shared(p, "device")
     p.add_argument("--seed", type=int, default=SELECTION_SEED,
                    help=f"seed of the chip selection and of randomcam (default: {SELECTION_SEED})")
@@ -224,13 +243,16 @@ def chosen_images(set_dir, chosen, size, split_cache):
     return split.images[[index[r["path"]] for r in chosen]]
 
 
-def explain_model(job, model, ckpt, chosen, regions_native, args, device, split_cache, exp_dir):
+def explain_model(job, model, ckpt, chosen, regions_native, args, device, split_cache, exp_dir, road_at=()):
     """Explain the chosen chips with one trained model (job = (set, model name, cell folder, how the cell was
-    chosen)), write its PNGs under exp_dir/<set>/<model>/; return (score rows, figure record)."""
+    chosen)), write its PNGs under exp_dir/<set>/<model>/ and score the maps (cam_scores.score_model; ROAD on
+    the chips at `road_at`); return (score rows, record: figure inputs, ROAD rows, prior fit and timings)."""
     set_name, model_name, cell, how = job
     size, classes = int(ckpt["img_size"]), list(ckpt["classes"])
     images = chosen_images(Path(args.data_dir) / set_name, chosen, size, split_cache)
+    start = time.perf_counter()
     maps, preds, _ = compute_cams(model, images, args.method, device, args.batch_size)
+    cam_s = (time.perf_counter() - start) / len(images)
     grid_pred = _grid_predictions(cell, set_name)
     out_dir = Path(exp_dir) / set_name / model_name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -241,29 +263,17 @@ def explain_model(job, model, ckpt, chosen, regions_native, args, device, split_
         write_png(out_dir / f"{cls}_o{i}.png", chip)
         write_png(out_dir / f"{cls}_hm{i}.png", overlay(chip, cam_map))
         native, source = regions_native[row["path"]]
-        energy, peak, area, region = chip_scores(native, size, cam_map)
-        regions.append(region)
+        regions.append(None if native is None else resize_region(native, size))
         agrees = (grid_pred[row["path"]] == pred) if row["path"] in grid_pred else ""
         rows.append({"set": set_name, "model": model_name, "path": row["path"], "true": cls, "pred": pred,
-                     "on_ship_energy": energy, "peak_on_ship": peak, "ship_area_fraction": area,
                      "region_source": source, "index": i, "cell": Path(cell).as_posix(),
-                     "agrees_with_grid": agrees, "cell_choice": how})
-    return rows, {"chips": images, "maps": maps, "regions": regions, "rows": rows}
-
-
-def summarise(scores):
-    """Per set and model: chips, mean on-ship energy, uniform baseline, lift, share of peaks on the ship."""
-    out = []
-    for (set_name, model_name), g in scores.groupby(["set", "model"], sort=False):
-        scored = g[pd.to_numeric(g["on_ship_energy"], errors="coerce").notna()]
-        energy = float(scored["on_ship_energy"].astype(float).mean()) if len(scored) else np.nan
-        area = float(scored["ship_area_fraction"].astype(float).mean()) if len(scored) else np.nan
-        peak = float(scored["peak_on_ship"].astype(bool).mean()) if len(scored) else np.nan
-        out.append({"set": set_name, "model": model_name, "n": len(g), "n_scored": len(scored),
-                    "accuracy": float((g["true"] == g["pred"]).mean()),
-                    "on_ship_energy": energy, "ship_area_fraction": area,
-                    "lift": energy / area if area > 0 else np.nan, "peak_on_ship": peak})
-    return pd.DataFrame(out)
+                     "agrees_with_grid": agrees, "cell_choice": how, "correct": pred == cls,
+                     "region_exact": source not in (*APPROXIMATE_SOURCES, "none"),
+                     "region_to_hull": region_to_hull(row, native)})
+    road, extra = score_model(rows, model, images, maps, preds, regions, device, args.batch_size, road_at,
+                              args.seed)
+    return rows, {"chips": images, "maps": maps, "regions": regions, "rows": rows, "road": road,
+                  "extra": {**extra, "cam_s_per_chip": cam_s}}
 
 
 # ------------------------------------------------------------------------------------------------------ main
@@ -320,8 +330,8 @@ def find_jobs(args, set_names, report):
 
 
 def select_all(args, jobs, report):
-    """{set: (chosen manifest rows in class order, {path: native region and its source})} for every set
-    with a job; the same chips for every model of a set."""
+    """{set: (chosen manifest rows in class order, {path: native region and its source}, the indices of the
+    chips scored with ROAD)} for every set with a job; the same chips for every model of a set."""
     selections = {}
     for set_name in dict.fromkeys(job[0] for job in jobs):
         set_dir = Path(args.data_dir) / set_name
@@ -329,7 +339,8 @@ def select_all(args, jobs, report):
         for m in msgs:
             report(f"{set_name}: {m}")
         chosen = [r for cls in sorted(selection) for r in selection[cls]]
-        selections[set_name] = (chosen, {r["path"]: native_region(r, set_dir) for r in chosen})
+        selections[set_name] = (chosen, {r["path"]: native_region(r, set_dir) for r in chosen},
+                                road_indices(len(chosen), args.road_chips, args.seed, set_name))
     return selections
 
 
@@ -353,7 +364,7 @@ def explain_all(args, jobs, selections, device, exp_dir, report):
     for job in bar:
         set_name, model_name = job[:2]
         bar.set_postfix_str(f"{set_name}/{model_name}")
-        chosen, regions_native = selections[set_name]
+        chosen, regions_native, road_at = selections[set_name]
         if not chosen:
             report(f"{set_name}: no test chips in its manifest; nothing to explain")
             continue
@@ -361,7 +372,7 @@ def explain_all(args, jobs, selections, device, exp_dir, report):
         if loaded is None:
             continue
         model_rows, record = explain_model(job, *loaded, chosen, regions_native, args, device, split_cache,
-                                           exp_dir)
+                                           exp_dir, road_at)
         rows += model_rows
         records.setdefault(set_name, {})[model_name] = record
         split_cache = {k: v for k, v in split_cache.items() if k[0] == set_name}   # free finished sets
@@ -370,33 +381,62 @@ def explain_all(args, jobs, selections, device, exp_dir, report):
 
 
 def write_outputs(rows, records, args, exp_dir):
-    """cam_scores.csv, cam_summary.csv and the figures; returns (scores, summary)."""
+    """cam_scores.csv, cam_summary.csv, road_scores.csv and the figures; returns (scores, summary, road)."""
     (exp_dir / FIGURES).mkdir(parents=True, exist_ok=True)
     scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
     runs.write_atomic(exp_dir / CAM_SCORES, lambda tmp: scores.to_csv(tmp, index=False))
-    summary = summarise(scores)
+    extras = {(s, m): rec["extra"] for s, recs in records.items() for m, rec in recs.items()}
+    summary = summarise(scores, extras)
     runs.write_atomic(exp_dir / CAM_SUMMARY, lambda tmp: summary.to_csv(tmp, index=False))
+    road = pd.DataFrame([r for recs in records.values() for rec in recs.values() for r in rec["road"]],
+                        columns=ROAD_COLUMNS)
+    runs.write_atomic(exp_dir / ROAD_SCORES, lambda tmp: road.to_csv(tmp, index=False))
     for set_name, recs in records.items():
         plot_set_grid(set_name, recs, args.figure_per_class, exp_dir / FIGURES / f"cam_grid_{set_name}.png",
                       args.method)
     plot_on_ship(summary, exp_dir / FIGURES / "cam_on_ship.png")
-    return scores, summary
+    return scores, summary, road
+
+
+SHOWN = ["set", "model", "outcome", "n", "n_zero", "on_ship_energy", "prior_energy", "ship_area_fraction",
+         "lift_prior", "lift", "peak_on_ship", "conf_change", "conf_change_prior", "approximate"]
+
+
+def print_timings(result):
+    """Seconds per chip of the maps and the confidence change, and per map of ROAD, averaged over the models."""
+    summary, road = result["summary"], result["road"]
+    timed = road[road["zero_map"].astype(str) != "True"]
+    road_s = f"{timed['seconds'].mean():.2f} s per map at {sorted(set(timed['img_size']))} px" if len(timed) \
+        else "not run (--road-chips 0 or no scored chips)"
+    print(f"cost: Grad-CAM {summary['cam_s_per_chip'].mean():.4f} s per chip, confidence change "
+          f"{summary['conf_s_per_chip'].mean():.4f} s per chip, ROAD {road_s}")
 
 
 def print_summary(result, n_sets, args, exp_dir, seconds):
     scores, summary, problems = result["scores"], result["summary"], result["problems"]
     agree = scores[scores["agrees_with_grid"] != ""]["agrees_with_grid"].astype(bool)
-    print(f"\nGrad-CAM ({args.method}) scores: share of the map's energy on the ship vs a uniform map "
-          f"(lift = energy / uniform)")
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    regions = ", ".join(f"{k} {v}" for k, v in scores["region_source"].value_counts().items())
+    print(f"\nGrad-CAM ({args.method}) scores: share of the map's energy on the ship vs the centre prior "
+          "(lift_prior) and a uniform map (lift); all-zero maps scored as uniform (n_zero); outcome: all chips, "
+          "correctly or wrongly predicted")
+    print(summary[SHOWN].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(textwrap.fill(SCALING_NOTE, 110))
+    for set_name, g in scores.groupby("set", sort=False):
+        sources = ", ".join(f"{k} {v}" for k, v in g["region_source"].value_counts().items())
+        exact = "exact" if g["region_exact"].all() else "APPROXIMATE"
+        print(f"ship regions of {set_name}: {sources}; region / hull area (length x width) "
+              f"{pd.to_numeric(g['region_to_hull']).mean():.2f} ({exact})")
+    if len(result["road"]):
+        print("\nROAD (combined = (LeRF - MoRF) / 2, higher: more faithful), the map against the centre prior:")
+        print(road_summary(result["road"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print_timings(result)
     print(f"\nexplained {len(scores)} chips with {len(result['maps'])} trained model(s) on {n_sets} "
-          f"set(s) in {seconds:.0f} s; ship regions: {regions}")
+          f"set(s) in {seconds:.0f} s")
     if len(agree):
         print(f"predictions agree with the grid's predictions files for {int(agree.sum())}/{len(agree)} "
               "chips")
     print(f"wrote {exp_dir}/<set>/<model>/<Class>_o<i>.png and _hm<i>.png, {exp_dir / CAM_SCORES}, "
-          f"{exp_dir / CAM_SUMMARY}, {exp_dir / FIGURES}/cam_grid_<set>.png and cam_on_ship.png")
+          f"{exp_dir / CAM_SUMMARY}, {exp_dir / ROAD_SCORES}, {exp_dir / FIGURES}/cam_grid_<set>.png and "
+          "cam_on_ship.png")
     if problems:
         print(f"{len(problems)} problem(s) met; everything else was done:")
         for m in problems:
@@ -404,7 +444,7 @@ def print_summary(result, n_sets, args, exp_dir, seconds):
 
 
 def main(args):
-    """Explain every (prepared set, model trained on it) pair found. Returns a dict: scores and summary
+    """Explain every (prepared set, model trained on it) pair found. Returns a dict: scores, summary and road
     (DataFrames), maps {(set, model): (N, S, S)}, selection {set: [paths]}, problems (messages)."""
     start = time.time()
     exp_dir = exp_dir_of(args)
@@ -417,17 +457,17 @@ def main(args):
         problems.append(msg)
         tqdm.write(f"grad_cams: {msg}")
 
-    result = {"scores": pd.DataFrame(columns=SCORE_COLUMNS), "summary": pd.DataFrame(), "maps": {},
-              "selection": {}, "problems": problems}
+    result = {"scores": pd.DataFrame(columns=SCORE_COLUMNS), "summary": pd.DataFrame(),
+              "road": pd.DataFrame(columns=ROAD_COLUMNS), "maps": {}, "selection": {}, "problems": problems}
     jobs = find_jobs(args, sets_to_explain(args, report), report)
     selections = select_all(args, jobs, report)
-    result["selection"] = {s: [r["path"] for r in chosen] for s, (chosen, _) in selections.items()}
+    result["selection"] = {s: [r["path"] for r in chosen] for s, (chosen, *_) in selections.items()}
     rows, records = explain_all(args, jobs, selections, device, exp_dir, report)
     result["maps"] = {(s, m): rec["maps"] for s, recs in records.items() for m, rec in recs.items()}
     if not rows:
         print("grad_cams: nothing explained" + (f" ({len(problems)} problems above)" if problems else ""))
         return result
-    result["scores"], result["summary"] = write_outputs(rows, records, args, exp_dir)
+    result["scores"], result["summary"], result["road"] = write_outputs(rows, records, args, exp_dir)
     print_summary(result, len(records), args, exp_dir, time.time() - start)
     return result
 

@@ -64,13 +64,13 @@ only for synthetic chips; the real datasets ship none). The report then says so 
 """
 import argparse
 import math
-import os
 import sys
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 import protocols
+from cam_section import image_lines, section_calibration, section_gradcam
 import runs
 from cli import HelpFormatter, add_shared, int_at_least
 from effect_figures import plot_imbalance_effects
@@ -84,7 +84,7 @@ from models import MODEL_NAMES
 from published import section_published
 from protocols import DROPPED
 from report_box import box_lines
-from seed_stats import aggregate_seeds, fmt, imbalance_pairs, md_table, transfer_pairs
+from seed_stats import aggregate_seeds, imbalance_pairs, md_table, transfer_pairs
 from sets import SETS, SPLITS, load_manifests, load_summary, ordered, rank
 from ship_stats import Chips
 from tables import BOOTSTRAP_SEED, N_BOOTSTRAP
@@ -183,16 +183,6 @@ def majority_floors(manifests):
     return pd.DataFrame(rows)
 
 
-def relative(path, report_dir):
-    """`path` as seen from the folder of report.md, with forward slashes (what markdown links want)."""
-    return Path(os.path.relpath(path, report_dir)).as_posix()
-
-
-def image_lines(paths, report_dir):
-    """A markdown image link per path, relative to the folder of report.md, each in its own paragraph."""
-    return [line for p in paths for line in (f"![{Path(p).stem}]({relative(p, report_dir)})", "")]
-
-
 # ----------------------------------------------------------------------------------------------------------
 # sections
 
@@ -245,40 +235,6 @@ def heatmap_lines(output_dir, per_run):
         lines += ["The heat maps leave out the configurations trained with several learning rates and no "
                   "validation split (no rate is chosen for them); the main table shows each of their rates.", ""]
     return lines
-
-
-def section_gradcam(exp_dir, report_dir):
-    """grad_cams.py's per set and model summary (cam_summary.csv), the grid cell it explained (cam_scores.csv
-    `cell`, and `cell_choice`: how its learning rate was chosen) and its figures, linked where they lie."""
-    lines = ["## Where do the models look? (Grad-CAM)", ""]
-    summary_path, scores_path = Path(exp_dir, "cam_summary.csv"), Path(exp_dir, "cam_scores.csv")
-    if not summary_path.is_file():
-        return lines + [f"No Grad-CAM results: `{summary_path}` is absent (run grad_cams.py after the grid).",
-                        ""]
-    summary = runs.sort_frame(pd.read_csv(summary_path), ["set", "model"])
-    cells = pd.Series(dtype=str)
-    if scores_path.is_file():
-        scores = pd.read_csv(scores_path, dtype=str, keep_default_na=False)
-        choice = scores["cell_choice"] if "cell_choice" in scores else ""  # how grad_cams.py chose the cell
-        scores["shown"] = scores["cell"].map(lambda p: relative(p, report_dir)) + \
-            pd.Series(choice, index=scores.index).map(lambda c: f" ({c})" if c else "")
-        cells = scores.groupby(["set", "model"])["shown"].agg(lambda c: ", ".join(sorted(set(c))))
-    rows = [[r["set"], r["model"], f"{int(r['n'])} ({int(r['n_scored'])})", fmt(100 * r["on_ship_energy"]),
-             fmt(100 * r["ship_area_fraction"]), fmt(r["lift"], digits=2), fmt(100 * r["peak_on_ship"]),
-             cells.get((r["set"], r["model"]), "not recorded")] for _, r in summary.iterrows()]
-    lines += [("Share of the Grad-CAM map's energy that falls on the ship, averaged over the explained test "
-               "chips of each set, for the model trained on that set, against what a uniform map scores "
-               "(the ship's share of the chip's area). Lift = on-ship energy / uniform baseline: 1 means the "
-               "model looks at the ship no more than at the sea. Peak on ship: share of maps whose maximum "
-               "lies on the ship. Scored chips have a known ship region and a non-empty map. Means over "
-               "chips, for one trained model each."), "",
-              md_table(["Set", "Model", "Chips (scored)", "On-ship energy %", "Uniform baseline %", "Lift",
-                        "Peak on ship %", "Grid cell explained"], rows), ""]
-    figures = sorted(Path(exp_dir, "figures").glob("*.png"))
-    if not figures:
-        return lines + [f"No Grad-CAM figures under `{Path(exp_dir, 'figures')}`.", ""]
-    return lines + [f"Figures of grad_cams.py (in `{Path(exp_dir, 'figures')}`):", "",
-                    *image_lines(figures, report_dir)]
 
 
 def section_hardware(found):
@@ -434,6 +390,7 @@ def build_report(output_dir, data_dir, exp_dir=None, n_boot=N_BOOTSTRAP):
     lines += section_imbalance(g["shown"], g["effects"], g["rarest"], figure_lines, n_boot)
     lines += section_transfer(g["gaps"], heatmap_lines(output_dir, g["shown"]), n_boot)
     lines += section_gradcam(exp_dir, output_dir)
+    lines += section_calibration(output_dir, output_dir)
     lines += section_hardware(g["found"])
     write_tables(output_dir, g)
     report = output_dir / REPORT

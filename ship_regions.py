@@ -9,7 +9,12 @@ On-ship score of a map M (the [0, 1] map pytorch-grad-cam returns, at the model'
 ship region R: on_ship_energy = sum(M on R) / sum(M); peak_on_ship = whether argmax(M) lies in R;
 ship_area_fraction = |R| / |chip|, which is what a uniform map scores (lift = on_ship_energy /
 ship_area_fraction; 1 = no better than uniform). An all-zero map (a CAM negative everywhere, or constant)
-has no energy: its scores are left empty.
+has no energy: on_ship_scores leaves its scores empty, and grad_cams.py scores it as the uniform map it is
+equivalent to (cam_scores.py, which also holds the centre-prior baseline).
+region_to_hull(row, native) = the region's area / (ship_length_m x ship_width_m), both in m^2 at native size:
+about 1 for exact masks (pi/4 for an elliptic hull) and head-tail segments (a little more: round ends, the
+half-pixel minimum width), about 5 for FUSAR-Ship's centre disc (pi/4 (L^2 + W^2) / (L W) = 4.8 for L = 6 W),
+which is why its scores are approximate.
 R is built at the chip's native resolution, then box-resized to the map size (a pixel is ship if at
 least half of it is), from the best source the manifest row offers (the columns of docs/data-formats.md),
 named by its region_source:
@@ -95,6 +100,16 @@ def native_region(row, set_dir):
     if spacing_ok and length > 0:
         return disc_region(shape, np.hypot(length, width if width > 0 else 0.0), spacing), "centre_disc"
     return None, "none"
+
+
+def region_to_hull(row, native):
+    """The native region's area over the hull's (ship_length_m x ship_width_m), in m^2 with the manifest's pixel
+    spacing; NaN without a region, spacing, length or width."""
+    spacing = (_num(row.get("spacing_row_m")), _num(row.get("spacing_col_m")))
+    length, width = _num(row.get("ship_length_m")), _num(row.get("ship_width_m"))
+    if native is None or not all(v > 0 for v in (*spacing, length, width)):
+        return float("nan")
+    return float(np.asarray(native).sum() * spacing[0] * spacing[1] / (length * width))
 
 
 def resize_region(region, size):

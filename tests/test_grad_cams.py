@@ -3,10 +3,13 @@
 The module fixture trains the five models for one epoch at 64 px (every target map is at least 2x2 there:
 ResNet layer4 2x2, VGG conv5_3 4x4, cnn 16x16) on a tiny FUSAR-like set, and the cnn alone on a tiny
 OpenSARShip-like set, then explains both sets. Which cell is explained (learning rate chosen on validation,
-LEGACY cells of the earlier layout) is tested on hand-made cell folders.
+LEGACY cells of the earlier layout) is tested on hand-made cell folders. The centre prior, all-zero maps, the
+correct/wrong split and faithfulness are checked on the same run (ROAD on one chip per set and model), their
+definitions in tests/test_cam_scores.py.
 """
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +21,7 @@ import torch
 from PIL import Image
 from fixtures import write_tiny_prepared
 
+import cam_scores
 import data
 import grad_cams
 import models
@@ -51,7 +55,7 @@ def grid(tmp_path_factory):
     write_tiny_prepared(root / "prepared", sets=("fusar", "opensarship"))
     _train(root, "fusar", models.MODEL_NAMES)
     _train(root, "opensarship", ["cnn"])
-    result = grad_cams.main(_cam_args(root))  # writes <root>/Exp_images
+    result = grad_cams.main(_cam_args(root, None, "--road-chips", "1"))  # writes <root>/Exp_images
     return root, result
 
 
@@ -108,7 +112,8 @@ def test_same_chips_across_models_and_reruns(grid, tmp_path):
     per_model = [list(g["path"]) for _, g in fusar.groupby("model")]
     assert all(p == per_model[0] for p in per_model)
     assert per_model[0] == result["selection"]["fusar"]
-    rerun = grad_cams.main(_cam_args(root, tmp_path / "again", "--models", "cnn", "--datasets", "fusar"))
+    rerun = grad_cams.main(_cam_args(root, tmp_path / "again", "--models", "cnn", "--datasets", "fusar",
+                                     "--road-chips", "0"))
     assert rerun["selection"]["fusar"] == result["selection"]["fusar"]
     for name in ("Cargo_o0.png", "Tanker_o1.png"):
         assert (tmp_path / "again/fusar/cnn" / name).read_bytes() == \
@@ -207,7 +212,7 @@ def test_missing_checkpoint_grid_set_and_chips(grid, tmp_path, capsys):
     args = grad_cams.get_args_parser().parse_args([
         "--output-dir", str(grid_dir), "--data-dir", str(root / "prepared"), "--exp-dir", str(tmp_path / "exp"),
         "--datasets", "fusar,nowhere", "--models", "cnn,vgg,resnet,fine_vgg", "--per-class", "4",
-        "--device", "cpu"])
+        "--device", "cpu", "--road-chips", "0"])
     result = grad_cams.main(args)
     out = capsys.readouterr().out
     assert "checkpoint.pt is missing" in out
@@ -289,3 +294,63 @@ def test_cell_choice_learning_rate_and_legacy(tmp_path):
     _cell(tmp_path, "opensarship/cnn/none/lr0.001/seed0", checkpoint=False)
     assert "checkpoint.pt is missing" in find(tmp_path, "opensarship", "cnn", "none", None)[1]
     assert find(tmp_path, "mixed", "cnn", "none", None)[0] == new
+
+
+def test_prior_zero_maps_outcomes_and_faithfulness_outputs(grid):
+    root, result = grid
+    exp = root / "Exp_images"
+    scores = pd.read_csv(exp / "cam_scores.csv")
+    assert list(scores.columns) == grad_cams.SCORE_COLUMNS
+    assert list(scores.columns[13:]) == cam_scores.CHIP_COLUMNS          # the new columns follow the old ones
+    for (set_name, model_name), g in scores.groupby(["set", "model"]):
+        maps = result["maps"][(set_name, model_name)]
+        assert g["zero_map"].tolist() == [not m.max() > 0 for m in maps]
+        assert g["prior_sigma"].nunique() == 1                           # one prior per set and model
+    assert (scores["correct"] == (scores["true"] == scores["pred"])).all()
+    np.testing.assert_allclose(scores["lift_uniform"], scores["on_ship_energy"] / scores["ship_area_fraction"])
+    np.testing.assert_allclose(scores["lift_prior"], scores["on_ship_energy"] / scores["prior_energy"])
+    assert scores["conf_change"].between(-1, 1).all() and scores["conf_change_prior"].between(-1, 1).all()
+    assert scores["region_exact"].all() and scores["region_to_hull"].between(0.5, 1.5).all()   # exact masks
+
+    summary = pd.read_csv(exp / "cam_summary.csv")
+    assert (summary.groupby(["set", "model"])["outcome"].apply(tuple) == ("all", "correct", "wrong")).all()
+    every = summary[summary["outcome"] == "all"].set_index(["set", "model"])
+    split = summary[summary["outcome"] != "all"].groupby(["set", "model"])[["n", "n_zero"]].sum()
+    assert (every[["n", "n_zero"]] == split.loc[every.index]).all().all()
+    for (set_name, model_name), g in scores.groupby(["set", "model"]):
+        row = every.loc[(set_name, model_name)]
+        assert row["n"] == row["n_scored"] == len(g) and row["n_zero"] == g["zero_map"].sum()
+        # `lift` keeps its meaning: mean on-ship energy / mean area (all-zero maps now count as uniform maps)
+        assert row["lift"] == pytest.approx(g["on_ship_energy"].mean() / g["ship_area_fraction"].mean())
+        assert row["lift_prior"] == pytest.approx(g["on_ship_energy"].mean() / g["prior_energy"].mean())
+        assert not row["approximate"] and row["map_scaling"] == "after_minmax"
+        assert row["cam_s_per_chip"] > 0 and row["conf_s_per_chip"] > 0
+
+    road = pd.read_csv(exp / "road_scores.csv")
+    assert list(road.columns) == cam_scores.ROAD_COLUMNS
+    assert len(road) == 6 * 1 * 2                                # 6 (set, model) pairs, 1 chip, map and prior
+    assert road[road["set"] == "fusar"]["path"].nunique() == 1   # the same chip for every model of a set
+    assert (road["img_size"] == IMG_SIZE).all() and (road.loc[~road["zero_map"], "seconds"] > 0).all()
+    assert len(result["road"]) == len(road)
+
+
+def test_fusar_regions_without_masks_are_marked_approximate(grid, tmp_path):
+    root, _ = grid
+    data_dir = tmp_path / "prepared"
+    shutil.copytree(root / "prepared" / "fusar", data_dir / "fusar")
+    manifest = pd.read_csv(data_dir / "fusar/manifest.csv", dtype=str, keep_default_na=False)
+    manifest.assign(mask="").to_csv(data_dir / "fusar/manifest.csv", index=False, lineterminator="\n")
+    result = grad_cams.main(grad_cams.get_args_parser().parse_args([
+        "--output-dir", str(root), "--data-dir", str(data_dir), "--exp-dir", str(tmp_path / "exp"),
+        "--models", "cnn", "--per-class", str(PER_CLASS), "--device", "cpu", "--road-chips", "0"]))
+    scores, summary = result["scores"], result["summary"]
+    assert (scores["region_source"] == "centre_disc").all() and not scores["region_exact"].any()
+    assert summary["approximate"].all()
+    # the disc of diameter sqrt(L^2 + W^2) against the hull L x W: pi/4 (L^2 + W^2) / (L W), 2 to 3.3 times its
+    # area for these stubby ships (length / width 2 to 4), about 5 for real ones (6 to 7)
+    ships = manifest.set_index("path").loc[scores["path"]]
+    length, width = ships["ship_length_m"].astype(float), ships["ship_width_m"].astype(float)
+    np.testing.assert_allclose(scores["region_to_hull"], np.pi / 4 * (length ** 2 + width ** 2) / (length * width),
+                               rtol=0.15)
+    assert summary.loc[summary["outcome"] == "all", "region_to_hull"].iloc[0] > 2
+    assert len(result["road"]) == 0 and (tmp_path / "exp/road_scores.csv").is_file()

@@ -61,7 +61,7 @@ def grid(tmp_path_factory):
                                     "--imbalance", "none,weighted"))
         grad_cams.main(grad_cams.get_args_parser().parse_args(
             ["--output-dir", str(out), "--data-dir", str(data), "--models", "cnn",
-             "--per-class", "2", "--figure-per-class", "1", "--device", "cpu"]))
+             "--per-class", "2", "--figure-per-class", "1", "--device", "cpu", "--road-chips", "1"]))
     finally:
         torch.set_num_threads(threads)
     path = _report(out, data)
@@ -179,10 +179,16 @@ def test_report_sections_come_from_the_records(grid):
     assert cells[3] == f"{sum(r['train_seconds'] for r in records):.1f}"
     assert cells[4] == f"{sum(r['eval_seconds'] for r in records):.1f}"
     assert f"- Device: `{records[0]['device']}`" in text and f"`{records[0]['torch_version']}`" in text
-    summary = pd.read_csv(grid["exp"] / "cam_summary.csv").set_index("set")
-    cam = _md_row(text, ["fusar", "cnn", f"{summary.loc['fusar', 'n']} ({summary.loc['fusar', 'n_scored']})"])
+    summary = pd.read_csv(grid["exp"] / "cam_summary.csv")
+    summary = summary[summary["outcome"] == "all"].set_index("set")  # the correct / wrong rows are the split
+    cam = _md_row(text, ["fusar", "cnn", f"{summary.loc['fusar', 'n']} ({summary.loc['fusar', 'n_zero']})"])
     assert cam[3] == f"{100 * summary.loc['fusar', 'on_ship_energy']:.1f}"
-    assert cam[4] == f"{100 * summary.loc['fusar', 'ship_area_fraction']:.1f}"
+    assert cam[4] == f"{100 * summary.loc['fusar', 'prior_energy']:.1f}"
+    assert cam[5] == f"{summary.loc['fusar', 'lift_prior']:.2f}" and cam[7] == f"{summary.loc['fusar', 'lift']:.2f}"
+    calib = pd.read_csv(grid["out"] / "calibration.csv")  # ECE of every cell and test set, beside the report
+    assert len(calib) == sum(len(r["test_sets"]) for r in records) and calib["ece"].between(0, 100).all()
+    ece = calib.groupby(["train_set", "model"])["ece"].mean().loc[("fusar", "cnn")]
+    assert _md_row(text, ["fusar", "cnn", records[0]["protocol"]["name"]])[3] == f"{ece:.1f}"
 
 
 def test_single_seed_grid_shows_no_spread(grid, tmp_path):
