@@ -235,3 +235,11 @@ def small_synthetic_raw(root, n_chips, seed=5):
         mp.setattr(synthetic, "MIN_CHIPS_PER_CLASS", 8)
         synthetic.generate(root, n_chips=n_chips, seed=seed, progress=False)
     return Path(root) / "synthetic"
+
+
+def md_row(text, first_cells):
+    """The cells of the one markdown table row of `text` that starts with first_cells (a report.md table)."""
+    prefix = "| " + " | ".join(first_cells) + " |"
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, f"expected one row starting {prefix!r}, found {lines}"
+    return [c.strip() for c in lines[0].strip("|").split("|")]

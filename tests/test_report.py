@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
-from fixtures import CLASSES, model_rows, write_tiny_prepared
+from fixtures import CLASSES, md_row, model_rows, write_tiny_prepared
 
 import cam_cells
 import grad_cams
@@ -92,14 +92,6 @@ def _sklearn_scores(predictions):
     return pd.DataFrame(rows)
 
 
-def _md_row(text, first_cells):
-    """The cells of the markdown table row that starts with first_cells."""
-    prefix = "| " + " | ".join(first_cells) + " |"
-    lines = [line for line in text.splitlines() if line.startswith(prefix)]
-    assert len(lines) == 1, f"expected one row starting {prefix!r}, found {lines}"
-    return [c.strip() for c in lines[0].strip("|").split("|")]
-
-
 def test_main_table_equals_sklearn_on_predictions(grid):
     predictions = model_rows(pd.read_csv(grid["out"] / "predictions.csv", keep_default_na=False))
     expected = _sklearn_scores(predictions)
@@ -113,7 +105,7 @@ def test_main_table_equals_sklearn_on_predictions(grid):
             # the records hold percent with two decimals: a mean or an n = 2 std is off by at most 0.0071
             assert row[f"{value}_mean"] == pytest.approx(runs[value].mean(), abs=0.01), value
             assert row[f"{value}_std"] == pytest.approx(runs[value].std(ddof=1), abs=0.01), value
-        cells = _md_row(grid["text"], [row["train_set"], row["test_set"], "cnn", row["imbalance"]])
+        cells = md_row(grid["text"], [row["train_set"], row["test_set"], "cnn", row["imbalance"]])
         assert cells[4:8] == ["bn on, last", "0.001 (only rate)", "n = 2 †", "–"]  # no val split: no val score
         shown = [f"{row[f'{v}_mean']:.1f} ± {row[f'{v}_std']:.1f}" for v in
                  ["f1_macro", "balanced_accuracy", "f1_weighted", *[f"{c}_f1" for c in CLASSES]]]
@@ -138,7 +130,7 @@ def test_imbalance_effect_is_paired_by_seed_on_the_rarest_class(grid):
         assert row["n_seeds"] == 2
     by_test = effects.set_index("test_set")
     for t in ("fusar", "opensarship"):  # a row per test set: the paired bootstrap difference and its interval
-        cells = _md_row(grid["text"], [t, "cnn", "weighted"])
+        cells = md_row(grid["text"], [t, "cnn", "weighted"])
         assert cells[3:6] == ["bn on, last", "0.001 (only rate) / 0.001", "n = 2"]
         for cell, v in zip(cells[6:8], ("f1_macro", "rare_recall")):
             assert by_test.loc[t, f"{v}_diff"] == pytest.approx(by_test.loc[t, f"{v}_mean"], abs=0.01)
@@ -158,37 +150,37 @@ def test_every_linked_file_exists(grid):
 def test_report_sections_come_from_the_records(grid):
     text = grid["text"]
     assert text.startswith("# ") and "**SYNTHETIC DATA.**" in text.splitlines()[2]  # tiny chips have masks
-    assert _md_row(text, ["fusar", "train"])[2:] == ["8", "5", "3", "16"]
-    assert _md_row(text, ["opensarship", "test"])[2:] == ["6", "3", "3", "12"]
+    assert md_row(text, ["fusar", "train"])[2:] == ["8", "5", "3", "16"]
+    assert md_row(text, ["opensarship", "test"])[2:] == ["6", "3", "3", "12"]
     # floor of all-Cargo on a 6/3/3 test split: accuracy 50, macro-F1 (2/3)/3, balanced accuracy 1/3 (the floor
     # baseline's row of the main table; the accuracy in the published table's row of the test split's majority)
-    floor = _md_row(text, ["fusar", "fusar", "floor", "none", "baseline"])
+    floor = md_row(text, ["fusar", "fusar", "floor", "none", "baseline"])
     assert [floor[8], floor[10]] == ["22.2", "33.3"]
-    assert _md_row(text, ["fusar", "ours, all Cargo"])[3] == "50.0"
-    assert _md_row(text, ["fusar", "published, fine-tuned VGG16"])[3:] == ["73.05", "70.54", "90.2", "31.2",
+    assert md_row(text, ["fusar", "ours, all Cargo"])[3] == "50.0"
+    assert md_row(text, ["fusar", "published, fine-tuned VGG16"])[3:] == ["73.05", "70.54", "90.2", "31.2",
                                                                             "60.3"]
-    assert _md_row(text, ["mixed", "published, all Cargo"])[3:5] == ["71.92", "60.18"]
-    assert _md_row(text, ["fusar", "ours, `fine_vgg`"])[2] == "no run"
+    assert md_row(text, ["mixed", "published, all Cargo"])[3:5] == ["71.92", "60.18"]
+    assert md_row(text, ["fusar", "ours, `fine_vgg`"])[2] == "no run"
     assert "inverted" in text or "wrong way round" in text
     assert "fusar: no best model named, since its runs have no validation split" in text
     assert "Protocol of the records: `bn on, last` (batch-norm recalibration on, epoch kept: last, validation " \
         "split no; learning rate(s) 0.001; 4 runs)" in text
     assert "Validation split (`val`" in text and "none in fusar, opensarship" in text
     records = [rec for _, rec in find_records(grid["out"])]
-    cells = _md_row(text, ["fusar", "cnn", "4"])
+    cells = md_row(text, ["fusar", "cnn", "4"])
     assert cells[3] == f"{sum(r['train_seconds'] for r in records):.1f}"
     assert cells[4] == f"{sum(r['eval_seconds'] for r in records):.1f}"
     assert f"- Device: `{records[0]['device']}`" in text and f"`{records[0]['torch_version']}`" in text
     summary = pd.read_csv(grid["exp"] / "cam_summary.csv")
     summary = summary[summary["outcome"] == "all"].set_index("set")  # the correct / wrong rows are the split
-    cam = _md_row(text, ["fusar", "cnn", f"{summary.loc['fusar', 'n']} ({summary.loc['fusar', 'n_zero']})"])
+    cam = md_row(text, ["fusar", "cnn", f"{summary.loc['fusar', 'n']} ({summary.loc['fusar', 'n_zero']})"])
     assert cam[3] == f"{100 * summary.loc['fusar', 'on_ship_energy']:.1f}"
     assert cam[4] == f"{100 * summary.loc['fusar', 'prior_energy']:.1f}"
     assert cam[5] == f"{summary.loc['fusar', 'lift_prior']:.2f}" and cam[7] == f"{summary.loc['fusar', 'lift']:.2f}"
     calib = pd.read_csv(grid["out"] / "calibration.csv")  # ECE of every cell and test set, beside the report
     assert len(calib) == sum(len(r["test_sets"]) for r in records) and calib["ece"].between(0, 100).all()
     ece = calib.groupby(["train_set", "model"])["ece"].mean().loc[("fusar", "cnn")]
-    assert _md_row(text, ["fusar", "cnn", records[0]["protocol"]["name"]])[3] == f"{ece:.1f}"
+    assert md_row(text, ["fusar", "cnn", records[0]["protocol"]["name"]])[3] == f"{ece:.1f}"
 
 
 def test_single_seed_grid_shows_no_spread(grid, tmp_path):
@@ -199,7 +191,7 @@ def test_single_seed_grid_shows_no_spread(grid, tmp_path):
     text = _report(out, grid["data"], "--exp-dir", str(grid["exp"])).read_text()
     assert "±" not in text
     assert "seeds 0 (single seed)" in text and "Single seed: every number is one run's result" in text
-    assert _md_row(text, ["fusar", "fusar", "cnn", "none"])[6] == "1 (single seed) †"
+    assert md_row(text, ["fusar", "fusar", "cnn", "none"])[6] == "1 (single seed) †"
     table = pd.read_csv(out / report.MAIN_CSV)
     assert table["f1_macro_std"].isna().all() and (table["n_seeds"] == 1).all()
     scores = pd.read_csv(out / "scores.csv").set_index(CELL)  # one seed: the interval of its scores.csv row
@@ -331,9 +323,9 @@ def test_best_model_is_chosen_on_validation_never_on_test(tmp_path):
     assert "chosen on validation" in best and "never a test score" in best
     assert "fusar: vgg (none, lr 0.001, bn on, best), validation macro-F1 81.0 ± 1.4; test macro-F1 41.0 ± 1.4" \
         in best
-    cnn = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
+    cnn = md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
     assert cnn[5:9] == ["0.0003 (chosen on validation)", "n = 2 †", "71.0 ± 1.4", "89.0 ± 1.4"]
-    assert _md_row(text, ["fusar", "fusar", "vgg", "none", "bn on, best"])[5] == "0.001 (chosen on validation)"
+    assert md_row(text, ["fusar", "fusar", "vgg", "none", "bn on, best"])[5] == "0.001 (chosen on validation)"
     assert "| 0.001 (chosen" not in "".join(line for line in text.splitlines() if "| cnn |" in line)
     table = pd.read_csv(tmp_path / report.MAIN_CSV)
     assert sorted(zip(table["model"], table["lr"])) == [("cnn", 0.0003), ("vgg", 0.001)]
@@ -348,7 +340,7 @@ def test_several_rates_without_validation_are_each_shown_and_no_best_is_named(tm
     assert "fusar: no best model named, since its runs have no validation split" in text
     assert "Best model" in text and "cnn (none" not in text
     for lr, test in (("0.001", "50.0"), ("0.0003", "70.0")):
-        row = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, last", f"{lr} (none chosen: no validation)"])
+        row = md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, last", f"{lr} (none chosen: no validation)"])
         assert row[8] == test
 
 
@@ -357,10 +349,10 @@ def test_legacy_records_are_labelled_and_never_averaged_with_new_ones(tmp_path):
     _write_record(tmp_path, ("fusar", "cnn", "none", 0.001, 0), {"fusar": 80.0}, val=75.0)
     _write_record(tmp_path, ("fusar", "cnn", "none", 0.001, 1), {"fusar": 84.0}, val=77.0)
     text = _report(tmp_path, tmp_path / "no_data").read_text()
-    legacy = _md_row(text, ["fusar", "fusar", "cnn", "none", protocols.LEGACY_LABEL])
+    legacy = md_row(text, ["fusar", "fusar", "cnn", "none", protocols.LEGACY_LABEL])
     assert protocols.LEGACY_LABEL == "earlier records: stored batch-norm statistics, last epoch, no validation"
     assert legacy[5:9] == ["0.001 (only rate)", "1 (single seed) †", "–", "40.0"]
-    new = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
+    new = md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
     assert new[5:9] == ["0.001 (only rate)", "n = 2 †", "76.0 ± 1.4", "82.0 ± 2.8"]  # 80 and 84: legacy 40 left out
     assert f"`legacy` ({protocols.LEGACY_LABEL}" in text and "`bn on, best`" in text
     # the best model comes from the runs with validation only
@@ -378,10 +370,10 @@ def test_degenerate_cells_are_counted_and_marked(tmp_path):
     _write_record(tmp_path, ("fusar", "vgg", "none", 0.001, 1), both, legacy=True)
     text = _report(tmp_path, tmp_path / "no_data").read_text()
     assert "3 of 5 cells predict one class for more than 95 % of a test set's chips" in text
-    assert _md_row(text, ["fusar", "opensarship", "cnn", "none"])[-1] == "**2 of 3 seeds**"
-    assert _md_row(text, ["fusar", "fusar", "cnn", "none"])[-1] == "**1 of 3 seeds**"
-    assert _md_row(text, ["fusar", "fusar", "vgg", "none"])[-1] == "**1 of 2 seeds**"  # from its predictions
-    assert _md_row(text, ["fusar", "opensarship", "vgg", "none"])[-1] == "no"
+    assert md_row(text, ["fusar", "opensarship", "cnn", "none"])[-1] == "**2 of 3 seeds**"
+    assert md_row(text, ["fusar", "fusar", "cnn", "none"])[-1] == "**1 of 3 seeds**"
+    assert md_row(text, ["fusar", "fusar", "vgg", "none"])[-1] == "**1 of 2 seeds**"  # from its predictions
+    assert md_row(text, ["fusar", "opensarship", "vgg", "none"])[-1] == "no"
 
 
 def _add_val_split(set_dir, per_class):
@@ -412,13 +404,13 @@ def test_validation_grid_shows_the_rates_scores_csv_selects(tmp_path):
     finally:
         torch.set_num_threads(threads)
     text = _report(out, data).read_text()
-    assert _md_row(text, ["fusar", "val"])[2:] == ["2", "2", "2", "6"]
+    assert md_row(text, ["fusar", "val"])[2:] == ["2", "2", "2", "6"]
     assert "Validation split (`val`, carved from the training data; learning rates and the kept epoch are chosen " \
         "on it): fusar." in text
     scores = model_rows(pd.read_csv(out / "scores.csv"))
     chosen = scores.loc[scores["selected"], "lr"].unique()
     assert len(chosen) == 1 and scores["val_f1_macro"].notna().all()
-    row = _md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
+    row = md_row(text, ["fusar", "fusar", "cnn", "none", "bn on, best"])
     assert row[5] == f"{chosen[0]:g} (chosen on validation)"
     mean_val = scores[scores["selected"]]["val_f1_macro"].mean()
     assert row[7] == f"{mean_val:.1f} ± {scores[scores['selected']]['val_f1_macro'].std():.1f}"

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score
-from fixtures import CLASSES, write_tiny_prepared
+from fixtures import CLASSES, md_row, write_tiny_prepared
 
 import bootstrap
 import effects_section
@@ -128,13 +128,6 @@ def sklearn_scores(t, p):
 
 # ------------------------------------------------------------------------------------------------------------
 # reading report.md
-
-def md_row(text, first_cells):
-    prefix = "| " + " | ".join(first_cells) + " |"
-    lines = [line for line in text.splitlines() if line.startswith(prefix)]
-    assert len(lines) == 1, f"expected one row starting {prefix!r}, found {lines}"
-    return [c.strip() for c in lines[0].strip("|").split("|")]
-
 
 def main_part(text):
     return text.split("## 1.")[1].split("## The published")[0]
