@@ -12,6 +12,7 @@ REGISTRY below. dataset_prep.py and splits.py (which runs the readers) take ever
 the reader: its flag (--<name>), where its data comes from, what its files look like, its class names, its notes.
 """
 
+import abc
 import importlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -76,8 +77,9 @@ class Listing:
     tallies: dict = field(default_factory=dict)
 
 
-class Reader:
-    """A dataset reader. Subclasses set the attributes and implement find_sources, list_chips and load_chip."""
+class Reader(abc.ABC):
+    """A dataset reader. Subclasses set the attributes and implement find_sources, list_chips and load_chip (abstract:
+    a reader without them cannot be built)."""
 
     name = ""  # the flag (--<name>), the prepared set's folder, the manifest's dataset column
     title = ""  # for people: "OpenSARShip"
@@ -86,25 +88,25 @@ class Reader:
     where_to_get = ""  # where to download the dataset and where to put it (indented lines)
     classes = ()  # the dataset's class names: --classes accepts them even when the data found has none
 
+    @abc.abstractmethod
     def find_sources(self, trees, forced):
         """The sources (scenes, dataset folders...) in `trees` (archives.open_tree trees), in the order they are
         listed; each has a `label` (where it is, for people). `forced`: the user named the trees with --<name>,
         so unusual names count. A source found twice may be listed as a duplicate: its list_chips gives a note
         and no chips."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def list_chips(self, source, options):
         """The Listing of one source (nothing decoded). `options`: the parsed command line."""
-        raise NotImplementedError
 
     def open(self, source):
         """Context manager: the handle load_chip reads a source's chips from (the source itself by default)."""
         return nullcontext(source)
 
+    @abc.abstractmethod
     def load_chip(self, handle, chip):
         """The chip as an (H, W) uint8 array; ValueError (or another of archives.READ_ERRORS) with the reason
         when it cannot be decoded."""
-        raise NotImplementedError
 
     def chip_coords(self, chip, h, w):
         """{head_row, head_col, tail_row, tail_col} of a decoded (h, w) chip, where known; {} by default."""
