@@ -88,8 +88,10 @@ def reliability_figure(probs, true_idx, title, path, bins=BINS):
 
 def read_predictions(path, classes=None):
     """(probs (N, C), true_idx (N,), classes) from a predictions_<test_set>.csv; classes: the prob_<Class>
-    columns in file order unless given (a record's classes)."""
+    columns in file order unless given (a record's classes). None for a file written without probabilities."""
     frame = pd.read_csv(path, keep_default_na=False, dtype={"path": str, "true": str, "pred": str})
+    if not frame.columns.str.startswith("prob_").any():
+        return None
     if classes is None:
         classes = [c[len("prob_"):] for c in frame.columns if c.startswith("prob_")]
     probs = frame[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float64)
@@ -114,9 +116,10 @@ def cell_rows(folder, record, figure_root, bins=BINS):
     rows = []
     for test_set in record.get("test_sets", []):
         path = Path(folder) / f"predictions_{test_set}.csv"
-        if not path.is_file() or not pd.read_csv(path, nrows=0).columns.str.startswith("prob_").any():
+        found = read_predictions(path, record.get("classes")) if path.is_file() else None
+        if found is None:
             continue  # absent, or written without probabilities: nothing to calibrate
-        probs, true_idx, _ = read_predictions(path, record.get("classes"))
+        probs, true_idx, _ = found
         name = cell_path(folder)
         figure = ""
         if figure_root is not None:
@@ -146,7 +149,7 @@ def main(argv=None):
     out = Path(args.output_dir)
     table = calibration_table(out, out / FIGURE_DIR, args.bins)
     runs.write_atomic(out / CALIBRATION_CSV, lambda tmp: table.to_csv(tmp, index=False))
-    shown = table.drop(columns=["figure"]).assign(lr=table["lr"].map(lambda v: "" if pd.isna(v) else f"{v:g}"))
+    shown = table.drop(columns=["figure"]).assign(lr=table["lr"].map(runs.lr_text))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {out / CALIBRATION_CSV} and {len(table)} reliability diagrams under {out / FIGURE_DIR}")
     return table

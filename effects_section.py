@@ -20,7 +20,8 @@ from main_section import BASELINE_NAMES, BASELINE_PROTOCOL
 from protocols import lr_cell, protocol_label
 from seed_stats import fmt, md_table, seed_note, seeds_cell
 from sets import SETS, ordered
-from ship_stats import lr_text, paired
+from runs import lr_text
+from ship_stats import paired
 
 BASELINE = "none"  # the imbalance strategy every other one is compared with
 EFFECTS_CSV = "report_effects.csv"

@@ -20,7 +20,8 @@ import runs
 from protocols import lr_cell, protocol_label
 from seed_stats import fmt, md_table, seed_note, seeds_cell
 from sets import SETS, ordered
-from ship_stats import lr_text, pooled_interval
+from runs import lr_text
+from ship_stats import pooled_interval
 from tables import PROTOCOL_COLUMNS
 
 METRICS = {"f1_macro": "Macro-F1", "balanced_accuracy": "Bal. acc.", "f1_weighted": "Weighted F1"}

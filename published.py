@@ -13,7 +13,8 @@ import pandas as pd
 from main_section import ci_cell
 from protocols import lr_cell, protocol_label
 from seed_stats import aggregate_seeds, fmt, md_table, seeds_cell
-from ship_stats import lr_text, pooled_interval
+from runs import lr_text
+from ship_stats import pooled_interval
 
 PUBLISHED_BEST = {
     "fusar": {"accuracy": 73.05, "f1_weighted": 70.54,

@@ -53,8 +53,14 @@ class RecordError(Exception):
 # ------------------------------------------------------------------------------------------------------------
 # cells and records
 
+def lr_text(lr):
+    """A learning rate as the grid writes it everywhere ("g" format: 0.001, 3e-05); "" where there is none, as
+    for the baselines."""
+    return "" if lr is None or lr == "" or lr != lr else f"{float(lr):g}"  # lr != lr: NaN
+
+
 def lr_name(lr):
-    return f"lr{lr:g}"
+    return f"lr{lr_text(lr)}"
 
 
 def cell_name(cell):

@@ -27,15 +27,11 @@ import numpy as np
 import pandas as pd
 
 import bootstrap
+from runs import lr_text
 
 RUN = ("train_set", "test_set", "model", "imbalance", "protocol", "lr", "seed")
 LEVEL = 0.95
 SCORE_SLACK = 0.011  # a run whose scores.csv macro-F1 differs more from its record's is stale (both two decimals)
-
-
-def lr_text(lr):
-    """A learning rate as the tables write it ("g" format; "" where there is none, as for the baselines)."""
-    return "" if lr is None or pd.isna(lr) or lr == "" else f"{float(lr):g}"
 
 
 def run_key(row):

@@ -144,7 +144,7 @@ def aggregate(output_dir, data_dir=None, n_boot=N_BOOTSTRAP):
     predictions = pd.concat(predictions, ignore_index=True).reindex(
         columns=list(KEYS) + ["protocol", "group", "path", "true", "pred"] + [f"prob_{c}" for c in classes])
     # 3e-05, not the metrics' two decimals; empty for the baselines, which have no learning rate
-    lr_text = {"lr": lambda f: f["lr"].map(lambda v: "" if pd.isna(v) else f"{v:g}")}
+    lr_text = {"lr": lambda f: f["lr"].map(runs.lr_text)}
     runs.write_atomic(output_dir / "scores.csv", lambda p: _write_csv(scores.assign(**lr_text), p, "%.2f"))
     runs.write_atomic(output_dir / "predictions.csv",
                       lambda p: _write_csv(predictions.assign(**lr_text), p, "%.6f"))
