@@ -42,6 +42,7 @@ from sklearn.preprocessing import StandardScaler
 import metrics
 import runs
 import sets
+from cli import run_main
 
 BASELINES = ("floor", "size_only", "shortcut")
 SIZE_FEATURES = ("ship_length_m", "ship_width_m")
@@ -314,4 +315,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main("baselines.py", main)

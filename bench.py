@@ -59,7 +59,7 @@ import engine
 import features
 import runs
 import sets
-from cli import PREP_HINT, HelpFormatter, add_shared, comma_list, int_at_least
+from cli import PREP_HINT, HelpFormatter, add_shared, comma_list, int_at_least, run_main
 from models import MODEL_CHOICES, MODEL_NAMES, WEIGHT_CHOICES, build_model
 
 TARGETS = {"input_pipeline_speedup": 10.0, "frozen_training_speedup": 4.0}  # targets on a 2-core CPU
@@ -496,4 +496,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main("bench.py", lambda: main(get_args_parser().parse_args()),
+                   kept="the tables printed so far are complete")

@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import runs
+from cli import run_main
 
 BINS = 15
 CALIBRATION_CSV = "calibration.csv"
@@ -156,4 +157,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main("calibration.py", main)

@@ -105,3 +105,22 @@ def add_shared(parser, *names, **defaults):
         if name in defaults:
             spec["default"] = defaults[name]
         parser.add_argument(flag, **spec)
+
+
+INTERRUPTED = 130  # the exit status of a process stopped by Ctrl-C (128 + SIGINT), as shells report it
+
+
+def run_main(name, entry, kept="what was finished is kept (every file is written atomically)", cleanup=None):
+    """Run `entry()` (a script's main) as `name`: Ctrl-C stops it with "<name>: interrupted; <kept>; rerun the
+    same command to resume" on stderr and exit status 130, not a traceback. Exit status 0 when `entry` returns
+    (a script with another status raises SystemExit itself). `cleanup()` runs however it ends."""
+    import sys
+
+    try:
+        entry()
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted; {kept}; rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None
+    finally:
+        if cleanup is not None:
+            cleanup()

@@ -70,7 +70,7 @@ import readers
 import sets
 import splits
 from archives import DataError, is_archive, open_tree
-from cli import HelpFormatter, float_in, int_at_least
+from cli import HelpFormatter, float_in, int_at_least, run_main
 from sets import MANIFEST, MANIFEST_COLUMNS, MIXED, SETS, SUMMARY_JSON, SUMMARY_TXT
 
 # Defaults. The study's: Cargo, Fishing, Tanker; Patch_Uint8 co-polarised chips; 20 % of each class for testing.
@@ -495,4 +495,5 @@ def _prepare(args, out, work, progress):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main("dataset_prep.py", lambda: main(get_args_parser().parse_args()),
+                   kept="the prepared sets already in place are kept unchanged")

@@ -85,7 +85,7 @@ import runs
 import sets
 from cam_cells import find_cell
 from cam_figures import overlay, plot_on_ship, plot_set_grid
-from cli import PREP_HINT, HelpFormatter, add_shared, comma_list, float_in, int_at_least
+from cli import PREP_HINT, HelpFormatter, add_shared, comma_list, float_in, int_at_least, run_main
 from cam_scores import APPROXIMATE_SOURCES, CHIP_COLUMNS, ROAD_COLUMNS, SCALING_NOTE, road_indices, score_model
 from cam_scores import road_summary, summarise
 from ship_regions import native_region, region_to_hull, resize_region
@@ -473,5 +473,8 @@ def main(args):
 
 
 if __name__ == "__main__":
-    res = main(get_args_parser().parse_args())
-    raise SystemExit(0 if len(res["scores"]) else 1)
+    def explain():
+        if not len(main(get_args_parser().parse_args())["scores"]):
+            raise SystemExit(1)
+
+    run_main("grad_cams.py", explain, kept="the maps and tables of the models finished so far are kept")

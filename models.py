@@ -66,7 +66,7 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torchvision.models import ResNet50_Weights, VGG16_Weights
 
-from cli import HelpFormatter, add_shared, comma_list, int_at_least
+from cli import HelpFormatter, add_shared, comma_list, int_at_least, run_main
 from engine import resolve_device
 
 MODEL_NAMES = ("cnn", "vgg", "resnet", "fine_vgg", "fine_resnet")  # the study's five, the default grid
@@ -448,4 +448,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main("models.py", lambda: main(get_args_parser().parse_args()))

@@ -44,6 +44,7 @@ import synthetic_opensarship
 from simulator import (GF3_RESOLUTION, GF3_WINDOW, GRD_SIZE, Sensor, gamma_texture, new_vessel, rng_for,
                        sar_intensity, ship_returns)
 from synthetic_opensarship import Acquisition, Sighting, png_bytes, write_oss_scene
+from cli import run_main
 
 # -------------------------------------------------------------------------------- the datasets' defaults
 # (the physics' constants are in simulator.py, the OpenSARShip chip sides and file details in
@@ -277,4 +278,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main("synthetic.py", lambda: main(get_args_parser().parse_args()))

@@ -79,7 +79,7 @@ import features
 import runs
 import sets
 import tables
-from cli import HelpFormatter, add_shared, comma_list, float_in, int_at_least
+from cli import HelpFormatter, add_shared, comma_list, float_in, int_at_least, run_main
 from models import (MODEL_CHOICES, MODEL_NAMES, WEIGHT_CHOICES, WeightsUnavailableError, build_model, checkpoint,
                     load_trained, state_sha1)
 
@@ -492,7 +492,5 @@ def _duration(seconds):
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args(sys.argv[1:]))
-    finally:
-        distributed.teardown()
+    run_main("test_models.py", lambda: main(get_args_parser().parse_args(sys.argv[1:])),
+                   kept="finished cells are kept", cleanup=distributed.teardown)
