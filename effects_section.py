@@ -16,7 +16,7 @@ import math
 import pandas as pd
 
 from engine import IMBALANCE
-from main_section import BASELINE_NAMES, BASELINE_PROTOCOL
+from main_section import BASELINE_NAMES, BASELINE_PROTOCOL, fits_cell
 from protocols import lr_cell, protocol_label
 from seed_stats import fmt, md_table, seed_note, seeds_cell
 from sets import SETS, ordered
@@ -153,7 +153,8 @@ def section_imbalance(per_run, effects, rarest, figure_lines, n_boot):
 
 def baseline_gaps(baselines):
     """The baselines' transfer gaps from their scores.csv rows (main_section.baseline_rows): macro-F1 on a test set
-    when fitted on another set minus when fitted on the test set itself, one fit each (seed 0)."""
+    when fitted on another set minus when fitted on the test set itself, one fit each (seed 0; in a pool of
+    split seeds the mean over the splits' fits, paired split by split)."""
     if baselines.empty:
         return pd.DataFrame()
     own = baselines[baselines["train_set"] == baselines["test_set"]].set_index(["test_set", "model"])
@@ -164,7 +165,8 @@ def baseline_gaps(baselines):
             rows.append({"train_set": r["train_set"], "test_set": r["test_set"], "model": r["model"],
                          "imbalance": r["imbalance"], "protocol": BASELINE_PROTOCOL, "lr": math.nan,
                          "lr_status": "", "lr_base": math.nan, "f1_macro_mean": r["f1_macro_mean"]
-                         - base["f1_macro_mean"], "f1_macro_std": math.nan, "n_seeds": 1, "seeds": str(r["seed"])})
+                         - base["f1_macro_mean"], "f1_macro_std": math.nan, "n_seeds": r["n_seeds"],
+                         "seeds": str(r["seeds"])})
     return pd.DataFrame(rows)
 
 
@@ -174,7 +176,7 @@ def section_transfer(gaps, heatmap_lines, n_boot):
         return lines + [("No transfer gap: it needs, for the same model, strategy, protocol and seed, a run "
                          "trained on the test set itself and one trained on another set."), ""]
     rows = [[r["train_set"], r["test_set"], r["model"], r["imbalance"], protocol_label(r["protocol"]), _lr_pair(r),
-             "fitted once" if r["protocol"] == BASELINE_PROTOCOL else seeds_cell(int(r["n_seeds"])),
+             fits_cell(int(r["n_seeds"])) if r["protocol"] == BASELINE_PROTOCOL else seeds_cell(int(r["n_seeds"])),
              diff_cell(r, "f1_macro")] for _, r in gaps.iterrows()]
     return lines + ["Transfer gap: macro-F1 on a test set when trained on another set, minus when trained on "
                     "that test set itself (same model, strategy, protocol and seed; LR: the rate of the run trained "

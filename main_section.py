@@ -88,8 +88,25 @@ def baseline_rows(scores, main):
     out["n_degenerate"] = rows["degenerate"].map(lambda v: float(str(v) == "True"))
     out = out.assign(lr=math.nan, lr_status="", val_f1_macro_mean=math.nan, n_seeds=1, seeds=rows["seed"].astype(str),
                      ci_from="scores.csv")
+    out = _pool_fits(out, values)
     order = {b: i for i, b in enumerate(BASELINE_NAMES)}
     return runs.sort_frame(out.assign(_b=out["model"].map(order)), ["train_set", "test_set", "_b"]).drop(columns="_b")
+
+
+def _pool_fits(out, values):
+    """One row per baseline and (training set, test set): a pool of split seeds (pooling.py) has one fit per split,
+    averaged here (mean, sample std, n_seeds fits, their seeds; the interval is main_intervals' over the fits)."""
+    keys = ["train_set", "test_set", "model", "imbalance", "protocol"]
+    grouped = out.groupby(keys, sort=False)
+    if (grouped.size() == 1).all():
+        return out
+    means = [f"{v}_mean" for v in values]
+    pooled = grouped[means].mean()
+    pooled[[f"{v}_std" for v in values]] = grouped[means].std(ddof=1).to_numpy()
+    pooled["n_degenerate"] = grouped["n_degenerate"].sum()
+    pooled["n_seeds"] = grouped.size()
+    pooled["seeds"] = grouped["seed"].agg(lambda s: " ".join(str(k) for k in sorted(set(s), key=int)))
+    return pooled.reset_index().assign(lr=math.nan, lr_status="", val_f1_macro_mean=math.nan, ci_from="")
 
 
 def best_config(main, train_set):
@@ -109,6 +126,11 @@ def describe(row):
     return f"{row['model']} ({row['imbalance']}, lr {row['lr']:g}, {protocol_label(row['protocol'])})"
 
 
+def fits_cell(n):
+    """A baseline's seeds cell: fitted once, or once per split of a pool (pooling.py)."""
+    return "fitted once" if n == 1 else f"one fit per split, n = {n}"
+
+
 def _seeds_cell(n):
     return seeds_cell(n) + (f" {PRELIMINARY}" if n < MIN_SEEDS else "")
 
@@ -122,7 +144,7 @@ def _row_cells(r, classes, baseline):
     degenerate = protocols.degenerate_cell(r["n_degenerate"], n)
     if baseline:
         return [r["train_set"], r["test_set"], r["model"], r["imbalance"], BASELINE_PROTOCOL, "–",
-                "fitted once", "–", *cells, degenerate]
+                fits_cell(n), "–", *cells, degenerate]
     return [r["train_set"], r["test_set"], r["model"], r["imbalance"], protocol_label(r["protocol"]),
             lr_cell(r["lr"], r["lr_status"]), _seeds_cell(n),
             fmt(r["val_f1_macro_mean"], r["val_f1_macro_std"], n), *cells, degenerate]

@@ -21,10 +21,14 @@ TITLE = "What these numbers can and cannot say"
 
 
 def split_seeds(records, data_dir):
-    """{split seed: [training sets]} over the records, from the summary.json of each record's training set under
-    the --data-dir it was trained with (else under data_dir); a set without a recorded split seed is left out."""
+    """{split seed: [training sets]} over the records: a record's own `split_seed` (test_models.py writes it), else
+    the summary.json of its training set under the --data-dir it was trained with (else under data_dir); a set
+    without a recorded split seed is left out."""
     out = {}
     for _, rec in records:
+        if rec.get("split_seed") is not None:
+            out.setdefault(int(rec["split_seed"]), set()).add(rec["train_set"])
+            continue
         for root in dict.fromkeys([rec.get("args", {}).get("data_dir"), str(data_dir)]):
             if root and Path(root, rec["train_set"]).is_dir():
                 seed = load_summary(root, rec["train_set"]).get("split_seed")
@@ -35,10 +39,11 @@ def split_seeds(records, data_dir):
 
 
 def seeds_line(per_run, main, records, data_dir):
-    seeds = sorted(set(per_run["seed"]))
+    seeds = sorted({int(r.get("train_seed", r["seed"])) for _, r in records})  # a pool's runs: train_seed
     counts = sorted(set(main["n_seeds"].astype(int)))
+    unit = "runs (a split and a seed each)" if any("grid" in r for _, r in records) else "seeds"  # pooling.py
     per_row = "is one run" if counts == [1] else \
-        f"pools {counts[0]} seeds" if len(counts) == 1 else f"pools {counts[0]} to {counts[-1]} seeds"
+        f"pools {counts[0]} {unit}" if len(counts) == 1 else f"pools {counts[0]} to {counts[-1]} {unit}"
     line = (f"- Seeds: {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}); "
             f"each model row of the main table {per_row}"
             + (" (fewer than three: preliminary, marked †)." if counts[0] < 3 else "."))
