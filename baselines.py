@@ -279,7 +279,8 @@ def _write_cell(folder, name, train_set, classes, root, manifests, seed, results
         runs.write_atomic(folder / f"predictions_{test_set}.csv",
                           lambda p, f=frame: f.to_csv(p, index=False, float_format="%.6f", lineterminator="\n"))
     record = {"train_set": train_set, "model": name, "imbalance": IMBALANCE[name], "lr": None, "seed": seed,
-              "split_seed": sets.split_seed(Path(root) / train_set), "classes": list(classes), "args": {"data_dir": str(root)}, "history": [],
+              "split_seed": sets.split_seed(Path(root) / train_set), "classes": list(classes),
+              "args": {"data_dir": str(root)}, "history": [],
               "protocol": {"name": "baseline", "bn_recalibrate": "-", "select": "-", "epoch": None,
                            "val_f1_macro": None, "val": False},
               "features": info["features"][name], "n_train": info["n_train"],
