@@ -11,12 +11,25 @@
 Members are never extracted next to the data: zips are read in memory, a rar is extracted into a private scratch
 folder (inside the output's temporary folder) that goes when the tree is closed. An archive holding an absolute
 or climbing member path (a zip-slip archive) is refused whole, before anything is read from it.
+
+Inside a folder, a link whose target lies outside the folder (a file or a folder), and anything that is not a
+regular file (a FIFO, a device, a socket), is refused: names() leaves it out, tree.refused holds it as
+{name: (reason, detail)} (a folder's name ends in "/") for the readers to report as skipped, and read() refuses
+it again at reading time. The folder itself may be a link (data/raw/fusar -> /big/disk/FUSAR-Ship); links inside
+it must stay inside it, except a link to a whole archive file (a .zip or .rar scene or dataset archive, linked in
+on purpose: the usual way to keep big downloads on another disk), whose members are checked like any archive's.
+
+open_tree never stops a run on one bad download: an archive it cannot read (corrupt, truncated, not a regular
+file) comes back as a BrokenTree with the reason, which the readers report as a skipped source, as they do for a
+corrupt archive found inside a folder (open_member). A zip-slip archive, or a rar without an extraction tool,
+still stops the run (DataError: the user must act).
 """
 
 import io
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import zipfile
@@ -33,6 +46,16 @@ class DataError(Exception):
 
 class BadArchiveError(DataError):
     """An archive that cannot be read (corrupt, truncated, not an archive)."""
+
+
+class RefusedError(BadArchiveError, OSError):
+    """An entry refused unread: a link leaving the input folder, or not a regular file (a FIFO would block the run
+    forever, a device never ends). An OSError too, so that a chip refused at reading time is one skipped chip
+    (READ_ERRORS), not a stopped run. `reason` is the short reason the summaries count."""
+
+    def __init__(self, reason, detail):
+        super().__init__(detail)
+        self.reason = reason
 
 
 # What reading or decoding one member can raise on a damaged file: a reader reports it as a skipped chip or
@@ -117,27 +140,140 @@ def check_member(name, label):
     return "/".join(p for p in norm.split("/") if p not in ("", "."))  # "./Patch/x.tif" -> "Patch/x.tif"
 
 
-class DirTree:
+class Tree:
+    """What every tree has: its label, the entries it refused ({name: (reason, detail)}, left out of names()), and
+    the member archives that could not be opened (open_member), kept so that each is reported once, also when
+    another reader opens the archive holding them again (`nested`: {member: its `broken`})."""
+
+    def __init__(self, label):
+        self.label = label
+        self._refused = {}
+        self.broken = {}
+        self.nested = {}
+
+    @property
+    def refused(self):
+        return self._refused
+
+
+class BrokenTree(Tree):
+    """An archive that could not be opened, standing in for its tree: it holds no names, and the first reader that
+    claims it reports it as a skipped source (`reason`, `detail`), the others leave it alone."""
+
+    def __init__(self, label, reason, detail):
+        super().__init__(label)
+        self.reason, self.detail = reason, detail
+        self._claimed = False
+
+    def claim(self):
+        """True the first time only: the reader that gets True reports the archive."""
+        first, self._claimed = not self._claimed, True
+        return first
+
+    def names(self):
+        return []
+
+    def read(self, name):
+        raise BadArchiveError(self.detail)
+
+    def open(self, name):
+        raise BadArchiveError(self.detail)
+
+    def describe(self, name):
+        return f"{self.label}!{name}"
+
+    def close(self):
+        pass
+
+
+def _linked_archive(name, target):
+    """True for a link to a whole archive file (module docstring): read wherever it points."""
+    return is_archive(name) and is_archive(target.name) and target.is_file()
+
+
+def _not_regular(label):
+    return ("not a regular file", f"{label} is not a regular file (a FIFO, device or socket): not read")
+
+
+class DirTree(Tree):
     def __init__(self, path, label=None, scratch=None):
+        super().__init__(label or str(path))
         self.path = Path(path)
-        self.label = label or str(path)
+        self.root = self.path.resolve()
         self.scratch = scratch
         self._names = None
 
+    @property
+    def refused(self):
+        self.names()  # the listing finds them
+        return self._refused
+
     def names(self):
         if self._names is None:
-            found = []
-            for folder, _, files in os.walk(self.path):
-                rel = Path(folder).relative_to(self.path).as_posix()
-                found += [f if rel == "." else f"{rel}/{f}" for f in files]
-            self._names = sorted(found)
+            try:
+                self._names = sorted(self._scan(self.path, ""))
+            except OSError as e:
+                raise DataError(f"cannot list the folder {self.label}: {e}; check that it exists and that you may "
+                                "read it") from e
         return self._names
 
+    def _scan(self, folder, rel):
+        found = []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = rel + entry.name
+                if entry.is_symlink():
+                    found += self._link(entry.path, name)
+                elif entry.is_dir(follow_symlinks=False):
+                    try:
+                        found += self._scan(entry.path, name + "/")
+                    except OSError as e:
+                        self._refused[name + "/"] = ("unreadable folder", f"{self.describe(name)}: {e}")
+                elif entry.is_file(follow_symlinks=False):
+                    found.append(name)
+                else:
+                    self._refused[name] = _not_regular(self.describe(name))
+        return found
+
+    def _link(self, path, name):
+        # A link inside the folder is read like the file it points to; one to a folder inside it is not followed
+        # (its files are listed where they lie); one leaving the folder is refused, whatever it points to (a
+        # folder's name is refused with a trailing "/", so that the readers tell folders from files).
+        target = Path(os.path.realpath(path))
+        if _linked_archive(name, target):
+            return [name]
+        if not target.is_relative_to(self.root):
+            self._refused[name + "/" * target.is_dir()] = ("link leaving the input folder",
+                                  f"{self.describe(name)} is a link to {target}, outside the input folder "
+                                  f"{self.label}: not read (copy the file into the folder if it belongs to the data)")
+        elif target.is_file():
+            return [name]
+        elif not target.is_dir():
+            self._refused[name] = _not_regular(self.describe(name)) if target.exists() else (
+                "broken link", f"{self.describe(name)} is a link to {target}, which does not exist")
+        return []
+
+    def _checked(self, name):
+        """The real path of a member, checked again when it is read or opened (the folder may have changed since
+        it was listed): refused when the listing refused it or when it now leads outside the folder."""
+        if name in self.refused:
+            raise RefusedError(*self.refused[name])
+        real = Path(os.path.realpath(self.path / name))
+        if not real.is_relative_to(self.root) and not _linked_archive(name, real):
+            raise RefusedError("link leaving the input folder", f"{self.describe(name)} now points to {real}, "
+                               f"outside the input folder {self.label}: not read")
+        return real
+
     def read(self, name):
-        return (self.path / name).read_bytes()
+        # O_NONBLOCK: opening a FIFO put in place since the listing must not wait for a writer.
+        fd = os.open(self._checked(name), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RefusedError(*_not_regular(self.describe(name)))
+            return f.read()
 
     def open(self, name):
-        return open_tree(self.path / name, label=self.describe(name), scratch=self.scratch)
+        return _open_path(self._checked(name), self.describe(name), self.scratch)
 
     def describe(self, name):
         return f"{self.label}/{name}"
@@ -146,9 +282,9 @@ class DirTree:
         pass
 
 
-class ZipTree:
+class ZipTree(Tree):
     def __init__(self, file, label, scratch=None):
-        self.label = label
+        super().__init__(label)
         self.scratch = scratch
         try:
             self.zf = zipfile.ZipFile(file)
@@ -310,14 +446,51 @@ def tree_from_bytes(data, name, label, scratch):
     return ZipTree(io.BytesIO(data), label, scratch)
 
 
-def open_tree(path, label=None, scratch=None):
-    """A folder, zip or rar on disk as a tree."""
-    path = Path(path)
-    label = label or str(path)
+def _open_path(path, label, scratch):
+    # A folder, zip or rar on disk as a tree; raises BadArchiveError (RefusedError) when it cannot be read.
     if path.is_dir():
         return DirTree(path, label, scratch)
+    if not path.exists():
+        raise DataError(f"{label}: no such file or folder")
+    if not path.is_file():  # a FIFO would block zipfile forever, a device never ends
+        raise RefusedError(*_not_regular(label))
     if path.suffix.lower() == ".rar":
         return RarTree(path, label, scratch)
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         return ZipTree(path, label, scratch)
-    raise DataError(f"{label} is neither a folder, a zip nor a rar")
+    raise DataError(f"{label} is neither a folder, a zip nor a rar")  # a wrong path named, not a bad download
+
+
+def _broken(label, error):
+    return BrokenTree(label, getattr(error, "reason", "unreadable archive"), str(error))
+
+
+def open_tree(path, label=None, scratch=None):
+    """A folder, zip or rar on disk as a tree; a BrokenTree when it cannot be read (see the module docstring)."""
+    path = Path(path)
+    label = label or str(path)
+    try:
+        return _open_path(path, label, scratch)
+    except BadArchiveError as e:
+        return _broken(label, e)
+
+
+def open_member(tree, name):
+    """A member archive of `tree` as a tree of its own; a BrokenTree (the same one each time it is asked for, so
+    that one reader reports it) when it is refused or cannot be read."""
+    if name in tree.refused and name not in tree.broken:
+        tree.broken[name] = BrokenTree(tree.describe(name), *tree.refused[name])
+    if name in tree.broken:
+        return tree.broken[name]
+    try:
+        sub = tree.open(name)
+    except BadArchiveError as e:
+        tree.broken[name] = _broken(tree.describe(name), e)
+        return tree.broken[name]
+    sub.broken = tree.nested.setdefault(name, sub.broken)
+    return sub
+
+
+def archive_names(tree):
+    """The archives in `tree` a reader may open (open_member), refused ones included, so that it reports them."""
+    return sorted(n for n in [*tree.names(), *tree.refused] if is_archive(n) and not is_junk(n))

@@ -14,10 +14,12 @@ Decoded cache: `<set>/.cache/<split>_<size>_<key>.npy`, key = the first 16 hex d
 manifest.csv (which lists every chip with its own sha1, so any change of any chip changes the key). Built on
 the first use by any run or cell, written atomically (a temporary file renamed into place, so concurrent runs
 and an interruption never leave a partial cache), reused by every later cell and run; caches of an earlier
-manifest are removed when a new one is written. dataset_prep.py replaces a set folder whole, cache included.
+manifest are removed when a new one is written. dataset_prep.py replaces a set folder whole, carrying its cache
+over only when the new manifest is the old one byte for byte.
 `mmap=True` (test_models.py --cache-on-disk) keeps it memory-mapped: the operating system pages chips in as
 batches touch them, for machines with less RAM than the split. A set folder that cannot be written (read-only
-data) is decoded in memory each run, with a message.
+data) is decoded in memory each run, with a message. A chip the manifest lists that is missing or cannot be
+decoded (a damaged set) raises ChipReadError, whose message names the file and the fix (prepare the set again).
 
 Geometry: the whole chip is resized to S x S (bilinear with antialiasing), for training and testing alike (the
 published code trained on the whole chip and tested on a centre crop of a larger resize).
@@ -82,13 +84,25 @@ class SplitArrays:
         return f"{n} chips at {size} px = {self.nbytes / 1e6:.1f} MB uint8, {where} ({how})"
 
 
+class ChipReadError(Exception):
+    """A chip of a prepared set is missing or cannot be decoded; the message names the file and the fix."""
+
+
 def _decode(path, img_size):
-    with Image.open(path) as im:
-        im = im.convert("L")
-        # Pillow's resize antialiases when it shrinks (the filter support widens with the scale), so large
-        # FUSAR chips are averaged down rather than aliased; small OpenSARShip chips are interpolated up.
-        im = im.resize((img_size, img_size), Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            # Pillow's resize antialiases when it shrinks (the filter support widens with the scale), so large
+            # FUSAR chips are averaged down rather than aliased; small OpenSARShip chips are interpolated up.
+            im = im.resize((img_size, img_size), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise ChipReadError(f"{path}: no such file, but the set's manifest.csv lists it: the prepared set is "
+                            "damaged; rerun python dataset_prep.py --force (with the options that prepared it)"
+                            ) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # Pillow's decode errors
+        raise ChipReadError(f"{path}: cannot decode this chip ({e}): the prepared set is damaged; rerun python "
+                            "dataset_prep.py --force (with the options that prepared it)") from None
 
 
 def decode_files(files, img_size, num_workers=0):

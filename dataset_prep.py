@@ -14,15 +14,22 @@ as scene zips or rars (version 1.0 or 2.0), an outer zip of them, or extracted s
 FUSAR-Ship as its zip or folder (nested or flat class folders; meta.csv, meta.xls or no metadata). The synthetic
 data under data/raw/synthetic/ is never picked up by this search, so it cannot mix with real data: it is used by
 --synthetic, or when named with --opensarship/--fusar. Naming either flag replaces the search:
-only the named datasets are prepared. With one dataset found, that one is prepared and there is no mixed set.
+only the named datasets are prepared (the sets of the others already in --output-dir: see Other sets). With one
+dataset found and no other set kept, that one is prepared and there is no mixed set.
 
 Outputs, under --output-dir (data/prepared/), for <set> in fusar, opensarship, mixed:
     <set>/{train,val,test}/<Class>/<dataset>_<chip>.png  single-channel 8-bit PNG at native resolution (val/:
                                                          only with --val-size > 0)
     <set>/masks/{train,val,test}/<Class>/<same name>.png exact ship masks (synthetic data only)
     <set>/manifest.csv                                   one row per chip (MANIFEST_COLUMNS), sorted by path
-    <set>/summary.{json,txt}, summary.{json,txt}         counts per split and class, skipped chips with reasons
+    <set>/summary.{json,txt}, summary.{json,txt}         counts per split and class, skipped chips with reasons,
+                                                         warnings, notes; <set>/summary.json lists every file
+                                                         of the set with its size and sha1 ("files")
 File names carry the dataset, so `mixed` holds exactly the per-dataset files under the same relative paths.
+
+Refusals and warnings. A set that would hold fewer than two classes stops the run before anything is written
+(choose classes with --classes). Printed and written to summary.txt: a class with a single group (ship) in a set,
+which gets no test chips; sets with different class lists, between which test_models.py refuses to evaluate.
 
 Split. Stratified by (dataset, class) and grouped: with --group-by mmsi (default) every chip of one MMSI (both
 polarisations, the GRD and SLC products, every scene, and both datasets) is on one side; a chip without MMSI is
@@ -39,6 +46,13 @@ existed. A class with fewer than two training groups in a dataset gets no val ch
 span datasets (one MMSI), so `mixed`, the union of the per-dataset splits (train with train, val with val, test
 with test, never re-split), is leakage-free too. Images with identical content are kept once.
 
+Other sets. A per-dataset set already in --output-dir whose dataset this run does not prepare (not named, or its
+raw data gone) is kept untouched, its decoded cache too, when its summary.json records the same options and seed
+(--force rebuilds only what this run prepares); one made with other options, or damaged, stops the run with a
+message, and --remove-other-sets removes every such set instead. `mixed` is always the union of the per-dataset
+sets present after the run, rebuilt with them; when a ship group sits in two splits across sets split by
+different runs, no mixed set is written (a warning says so; prepare every dataset in one run).
+
 Split seed. The split is itself a source of variance: --split-seed N chooses the split alone (default: --seed,
 which also seeds the synthetic data), so `--synthetic --seed 42 --split-seed 7` writes the raw data of --seed 42
 and splits it with 7; omitted, the output is that of --split-seed equal to --seed. To pool results over split
@@ -46,17 +60,17 @@ seeds, prepare several copies, one --output-dir each (data/prepared-split1, data
 summary.json, mixed's included, records it as `split_seed`; summary.txt names it when it is not --seed.
 
 Reruns: the run is skipped when the inputs (paths, sizes, modification times), the options and this code are
-unchanged (--force rebuilds); a rebuild gives byte-identical files and manifests. With --synthetic the generator
-is not rerun either while its raw data and the prepared sets are as the last run left them (another --split-seed
-rebuilds the sets from the same raw data). Writes are atomic: everything is built in <output-dir>/.prep-tmp/ and
-each set folder is swapped in whole at the end.
+unchanged and every file the summaries list is there at its size (--verify: and its sha1); a damaged set is
+named file by file and rebuilt. --force rebuilds; a rebuild gives byte-identical files and manifests. With
+--synthetic the generator is not rerun either while its raw data and the prepared sets are as the last run left
+them (another --split-seed rebuilds the sets from the same raw data). Writes are atomic: everything is built in
+<output-dir>/.prep-tmp/ and each set folder is swapped in whole at the end.
 """
 
 import argparse
 import hashlib
 import inspect
 import json
-import os
 import shutil
 import sys
 import time
@@ -66,26 +80,22 @@ from pathlib import Path
 
 import archives
 import opensarship
+import prep_classes
+import prep_output
 import readers
 import sets
+import ship_xml
 import splits
 from archives import DataError, is_archive, open_tree
 from cli import HelpFormatter, float_in, int_at_least, run_main
-from sets import MANIFEST, MANIFEST_COLUMNS, MIXED, SETS, SUMMARY_JSON, SUMMARY_TXT
+from sets import MANIFEST_COLUMNS, MIXED, SETS, SUMMARY_JSON, SUMMARY_TXT
 
 # Defaults. The study's: Cargo, Fishing, Tanker; Patch_Uint8 co-polarised chips; 20 % of each class for testing.
 # Ours on top (docs/CHANGELOG.md): the split grouped by ship (MMSI); 10 % of the training ships for validation.
 CLASSES, PRODUCT, POL, GROUP_BY, TEST_SIZE, VAL_SIZE, SEED = "Cargo,Fishing,Tanker", "uint8", "co", "mmsi", 0.2, 0.1, 42
-DEMO_HINT = "  Or run the demo on synthetic data: python dataset_prep.py --synthetic"
-
-
 def all_sets():
     """Every set this script can write with the registered readers: one per dataset and `mixed`."""
     return sets.ordered([*(r.name for r in readers.READERS), MIXED], SETS)
-
-
-def where_to_get():
-    return "\n".join([*(r.where_to_get for r in readers.READERS), DEMO_HINT])
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -137,6 +147,12 @@ def get_args_parser(add_help=True):
     p.add_argument("--synthetic-chips", type=int_at_least(1), default=None, metavar="N",
                    help="approximate chips per synthetic dataset (default: synthetic.DEFAULT_CHIPS)")
     p.add_argument("--force", action="store_true", help="rebuild even when inputs and options are unchanged")
+    p.add_argument("--remove-other-sets", action="store_true",
+                   help="remove the prepared sets in --output-dir of datasets this run does not prepare (without "
+                        "it, one made with the same options and seed is kept and any other stops the run)")
+    p.add_argument("--verify", action="store_true",
+                   help="check the sha1 of every prepared file against its summary.json before calling the sets "
+                        "up to date (without it: every file there, at its recorded size)")
     return p
 
 
@@ -182,8 +198,9 @@ def _synthetic_inputs(args, scratch, progress):
     inputs = Inputs(paths=[*(syn / r.name for r in readers.READERS), syn / "masks"])
     # As the last run left it whatever its split seed: another split seed re-splits the same raw data.
     out = Path(args.output_dir)
-    last = argparse.Namespace(**dict(vars(args), split_seed=last_summary(out).get("split_seed", args.split_seed)))
-    if not args.force and up_to_date(out, fingerprint(last, inputs.paths)):
+    last_seed = prep_output.last_summary(out).get("split_seed", args.split_seed)
+    last = argparse.Namespace(**dict(vars(args), split_seed=last_seed))
+    if not args.force and prep_output.up_to_date(out, fingerprint(last, inputs.paths)):
         print(f"{syn}: synthetic raw data as the last run left it (same size and seed): not regenerated")
     else:
         t0 = time.time()
@@ -240,7 +257,8 @@ def fingerprint(args, paths):
         for f in files:
             st = f.stat()
             h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    modules = [__file__, archives.__file__, readers.__file__, splits.__file__, sets.__file__]
+    modules = [__file__, archives.__file__, readers.__file__, splits.__file__, sets.__file__, prep_classes.__file__,
+               prep_output.__file__, ship_xml.__file__]
     modules += [inspect.getfile(type(r)) for r in readers.READERS]
     if args.synthetic:
         modules += sys.modules["synthetic"].SOURCES  # the generator's modules
@@ -249,98 +267,7 @@ def fingerprint(args, paths):
     return h.hexdigest()
 
 
-def last_summary(out):
-    """The summary.json the last run wrote in `out` ({} when there is none)."""
-    previous = out / SUMMARY_JSON
-    return json.loads(previous.read_text()) if previous.is_file() else {}
-
-
-def up_to_date(out, fp):
-    """The summary of `out` was written for this fingerprint and every set it lists is still there."""
-    old = last_summary(out)
-    return old.get("fingerprint") == fp and all((out / s / MANIFEST).is_file() for s in old.get("sets", {}))
-
-
-# ---------------------------------------------------------------------------------------------- classes
-
-
-def resolve_classes(text, available):
-    """Requested class names -> the datasets' spelling. `available`: {dataset: Counter(class)} of the data found.
-
-    A name is known when the data holds it or when it is a class name of any dataset (so Fishing is accepted on
-    data that happens to have none; the caller warns); anything else is an error listing what is there.
-    """
-    found = sorted({c for counts in available.values() for c in counts})
-    known = found + sorted({c for r in readers.READERS for c in r.classes} - set(found))
-    wanted, unknown = [], []
-    for raw in (c.strip() for c in text.split(",")):
-        if not raw:
-            continue
-        match = [n for n in known if n == raw] or [n for n in known if n.lower() == raw.lower()]
-        if match:
-            if match[0] not in wanted:
-                wanted.append(match[0])
-        else:
-            unknown.append(raw)
-    if unknown or not wanted:
-        lines = [f"  {n}: " + ", ".join(f"{r.name} {available[r.name][n]}" for r in readers.READERS
-                                         if available.get(r.name, {}).get(n))
-                 for n in found]
-        what = f"unknown class{'es' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}" if unknown \
-            else "no class given"
-        raise SystemExit(f"error: {what} in --classes. Available classes (chips per dataset):\n" + "\n".join(lines))
-    return sorted(wanted)
-
-
-def check_found(args, available, forced):
-    """Exit with a message when no chips were found, or none in a path the user named."""
-    if not any(available.values()):
-        if any(forced.values()):
-            named = " ".join(f"--{r.name} {' '.join(getattr(args, r.name) or [])}" for r in readers.READERS
-                             if forced[r.name])
-            expected = " or ".join(r.expected for r in readers.READERS)
-            raise SystemExit(f"error: no chips found in {named}: expected {expected}\nWhere to get them:\n"
-                             + where_to_get())
-        titles = " or ".join(r.title for r in readers.READERS)
-        flags = " and ".join(f"--{r.name} PATH" for r in readers.READERS)
-        raise SystemExit(f"error: no {titles} data found in {args.raw_dir}/ (the synthetic data in "
-                         f"{args.raw_dir}/synthetic/ is not searched).\nPut the downloads under {args.raw_dir}/ (any "
-                         f"folder, zip or rar there), or name them with {flags}. Where to get them:\n" + where_to_get())
-    for r in readers.READERS:
-        if forced[r.name] and not available[r.name]:
-            raise SystemExit(f"error: no {r.title} chips found in --{r.name} {' '.join(getattr(args, r.name) or [])}")
-
-
-def choose_classes(args, available, present, notes):
-    """The classes to prepare (those with chips), warning about and noting the others; appends to `notes`."""
-    classes = resolve_classes(args.classes, available)
-    empty = [k for k in classes if not any(counts[k] for counts in available.values())]
-    if len(empty) == len(classes):
-        raise SystemExit(f"error: none of the classes {', '.join(classes)} has chips in the data found; "
-                         f"available: {', '.join(sorted({k for counts in available.values() for k in counts}))}")
-    for k in empty:
-        print(f"warning: no {k} chips in the data found: the prepared sets have no {k} class", file=sys.stderr)
-    classes = [k for k in classes if k not in empty]
-    if len(present) == 1:
-        absent = " or ".join(r.title for r in readers.READERS if r not in present)
-        print(f"only {present[0].title} found (no {absent}): preparing the {present[0].name} set, no mixed set")
-    notes += [f"no {k} chips in the data found (class dropped)" for k in empty]
-    notes += [f"{r.title} has no {k} chips" for r in present for k in classes if not available[r.name][k]]
-    for r in present:
-        for warning in r.option_warnings(args):
-            print(f"warning: {warning}", file=sys.stderr)
-    return classes
-
-
 # ---------------------------------------------------------------------------------------------- writing
-
-
-def _place(src, dst):
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)  # the sets share one copy of each file (mixed = the per-dataset files)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def manifest_row(c):
@@ -351,70 +278,8 @@ def manifest_row(c):
 
 
 def write_set(work, name, chips, classes, skips, summary_common, split_names):
-    set_dir = work / name
-    set_dir.mkdir(parents=True)
-    rows = []
-    for c in chips:
-        row = manifest_row(c)
-        _place(c.staged, set_dir / row["path"])
-        if c.staged_mask:
-            _place(c.staged_mask, set_dir / row["mask"])
-        rows.append(row)
-    sets.write_manifest(set_dir / MANIFEST, sorted(rows, key=lambda r: r["path"]))
-    counts = {s: {k: 0 for k in classes} for s in split_names}
-    for c in chips:
-        counts[c.split][c.cls] += 1
-    info = {"counts": counts, "classes": sorted({c.cls for c in chips}),
-            "groups": {s: len({c.group for c in chips if c.split == s}) for s in split_names}}
-    summary = dict(summary_common, set=name, **info,
-                   skipped=dict(sorted(Counter(r for _, _, r, _ in skips).items())),
-                   skipped_items=[{"dataset": d, "source": s, "reason": r, "detail": t} for d, s, r, t in skips])
-    table = splits.format_table({name: info}, classes)
-    _write_summary(set_dir, summary, table + "\n" + splits.format_skips(skips))
-    return info
-
-
-def _write_summary(folder, summary, table):
-    (folder / SUMMARY_JSON).write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    lines = [table]
-    items = summary.get("skipped_items") or []
-    if items:
-        lines += ["", "skipped chips (source: reason, detail):"]
-        lines += [f"  {i['source']}: {i['reason']} ({i['detail']})" for i in items]
-    if summary["split_seed"] != summary["options"]["seed"]:  # named only where it differs: else bytes as before
-        lines += ["", f"split seed {summary['split_seed']} (--split-seed; --seed {summary['options']['seed']})"]
-    if summary.get("notes"):
-        lines += ["", "notes:"] + [f"  {n}" for n in summary["notes"]]
-    (folder / SUMMARY_TXT).write_text("\n".join(lines) + "\n")
-
-
-def _guard_output(out, paths):
-    o = out.resolve()
-    names = all_sets()
-    for p in (Path(p).resolve() for p in paths):
-        # Inputs inside a set folder would be replaced; an output inside the inputs would be read back as input.
-        if p == o or p in o.parents or any(p == o / s or (o / s) in p.parents for s in names):
-            raise SystemExit(f"error: --output-dir {out} overlaps the input {p}: choose an --output-dir outside "
-                             "the raw data")
-    for s in names:
-        target = o / s
-        if target.exists() and not (target / MANIFEST).is_file():
-            raise SystemExit(f"error: {target} exists and is not a prepared set (no {MANIFEST}); move it away "
-                             "or choose another --output-dir")
-
-
-def _swap_in(out, work, produced):
-    # Each set is swapped in whole; sets this run did not produce are removed (they would not match the others).
-    for name in all_sets():
-        final = out / name
-        if final.exists():
-            final.rename(work / f"old-{name}")
-            if name not in produced:
-                print(f"removed {final} (not produced by this run)")
-        if name in produced:
-            (work / name).rename(final)
-    for f in (SUMMARY_TXT, SUMMARY_JSON):
-        os.replace(work / f, out / f)
+    items = [(manifest_row(c), c.staged, c.staged_mask) for c in chips]
+    return prep_output.write_set_folder(work / name, items, classes, skips, summary_common, split_names)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -447,42 +312,43 @@ def main(args):
 def _prepare(args, out, work, progress):
     inputs = find_inputs(args, scratch=work, progress=progress)
     t0 = time.time()  # the preparation alone (the synthetic generator reports its own time)
-    _guard_output(out, inputs.paths)
+    prep_output.guard_output(out, inputs.paths, all_sets())
     fp = fingerprint(args, inputs.paths)
-    if not args.force and up_to_date(out, fp):
-        print(f"{out}: up to date (same inputs, options and code); --force rebuilds")
+    if _current(args, out, fp):
         print((out / SUMMARY_TXT).read_text().rstrip())
         return json.loads((out / SUMMARY_JSON).read_text())
 
     jobs, skips, notes = splits.list_all(inputs.trees, inputs.forced, args, progress)
     available = {r.name: Counter(c.cls for rr, _, chips in jobs if rr is r for c in chips) for r in readers.READERS}
-    check_found(args, available, inputs.forced)
+    prep_classes.check_found(args, available, inputs.forced)
     present = [r for r in readers.READERS if available[r.name]]
-    classes = choose_classes(args, available, present, notes)
-    chips, more_skips, more_notes = splits.decode_all(jobs, set(classes), inputs.masks, work / "staging", progress)
-    chips, duplicates = splits.drop_duplicates(chips)
-    skips += more_skips + duplicates
-    splits.assign_groups(chips, args.group_by)
-    splits.split_groups(chips, args.test_size, args.split_seed, args.val_size)
-    splits.name_files(chips)
-    produced = sets.ordered([r.name for r in present], SETS) + ([MIXED] if len(present) > 1 else [])
-    notes += more_notes + splits.shared_group_notes(chips, present) + splits.val_notes(chips, produced,
-                                                                                         args.val_size)
+    classes = prep_classes.choose_classes(args, available, present, notes)
+    names = sets.ordered([r.name for r in present], SETS)
+    prep_classes.refuse_one_class({n: Counter({k: available[n][k] for k in classes}) for n in names}, available)
     common = {"fingerprint": fp, "classes": classes, "synthetic": bool(args.synthetic), "split_seed": args.split_seed,
               "options": {k: getattr(args, k) for k in ("classes", "product", "pol", "group_by", "test_size",
                                                         "val_size", "seed", "synthetic_chips")},
               "notes": notes}
-    tables = {name: write_set(work, name, [c for c in chips if name == MIXED or c.dataset == name], classes,
-                              [s for s in skips if name == MIXED or s[0] == name], common,
-                              splits.split_names(args.val_size)) for name in produced}
-    table = splits.format_table(tables, classes)
+    # Before decoding: a set in the way stops the run at once.
+    kept, removed = prep_output.other_sets(out, names, all_sets(), common, args.remove_other_sets, args.verify)
+    chips = _split_chips(args, inputs, jobs, classes, work, progress, skips, notes, present)
+    prep_classes.refuse_one_class({n: Counter(c.cls for c in chips if c.dataset == n) for n in names}, available)
+    produced, warnings, conflict = _plan(out, names, kept, chips)
+    if MIXED not in produced:
+        removed[MIXED] = "no leakage-free union of the sets present: see the warning below" if conflict \
+            else "one per-dataset set: nothing to merge"
+    if warnings:  # the key only where there is something to say: else the bytes of a run without warnings
+        common["warnings"] = warnings
+    notes += splits.val_notes(chips, [n for n in produced if n != MIXED or not kept], args.val_size)
+    tables, table_classes = _write_sets(args, out, work, produced, kept, chips, skips, classes, common)
+    table = splits.format_table(tables, table_classes)
     seconds = time.time() - t0
     # No timings or dates in the written summaries: a rebuild from the same inputs gives identical bytes.
-    summary = dict(common, sets=tables,
+    summary = dict(common, sets=tables, **({"kept": kept} if kept else {}),
                    skipped=dict(sorted(Counter(f"{d}: {r}" for d, _, r, _ in skips).items())),
                    skipped_items=[{"dataset": d, "source": s, "reason": r, "detail": t} for d, s, r, t in skips])
-    _write_summary(work, summary, table + "\n" + splits.format_skips(skips))
-    _swap_in(out, work, produced)
+    prep_output.write_summary(work, summary, table + "\n" + splits.format_skips(skips))
+    prep_output.swap_in(out, work, produced, kept, all_sets(), removed)
 
     print(f"prepared sets in {out} in {seconds:.1f} s (classes {', '.join(classes)}; product {args.product}, "
           f"pol {args.pol}; group by {args.group_by}; test size {args.test_size}; val size {args.val_size}; "
@@ -491,7 +357,72 @@ def _prepare(args, out, work, progress):
     print(splits.format_skips(skips) + (f" (listed in {out}/{SUMMARY_TXT})" if skips else ""))
     for n in notes:
         print(f"note: {n}")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     return dict(summary, seconds=seconds)
+
+
+def _current(args, out, fp):
+    """True when `out` holds this run's sets, intact: nothing to do. A damaged set is named, then rebuilt."""
+    last = prep_output.last_summary(out)
+    if args.force or not prep_output.up_to_date(out, fp) or (args.remove_other_sets and last.get("kept")):
+        return False
+    problems = prep_output.damage(out, list(last["sets"]), args.verify)
+    if problems:
+        print(f"warning: the prepared sets in {out} are damaged ({len(problems)} file(s): "
+              f"{prep_output.describe(problems)}): rebuilding them", file=sys.stderr)
+        return False
+    checked = "every file's size and sha1 checked" if args.verify else \
+        "every file there at its size; --verify compares content"
+    print(f"{out}: up to date (same inputs, options and code; {checked}); --force rebuilds")
+    return True
+
+
+def _split_chips(args, inputs, jobs, classes, work, progress, skips, notes, present):
+    """Decode the chosen chips, drop identical images, group and split them; extends `skips` and `notes`."""
+    chips, more_skips, more_notes = splits.decode_all(jobs, set(classes), inputs.masks, work / "staging", progress)
+    chips, duplicates = splits.drop_duplicates(chips)
+    skips += more_skips + duplicates
+    splits.assign_groups(chips, args.group_by)
+    splits.split_groups(chips, args.test_size, args.split_seed, args.val_size)
+    splits.name_files(chips)
+    notes += more_notes + splits.shared_group_notes(chips, present)
+    return chips
+
+
+def _plan(out, names, kept, chips):
+    """(the sets this run writes, warnings, whether mixed is left out for a ship in two splits): the per-dataset
+    sets of `names`, and mixed when the sets present after this run (kept ones too) make a leakage-free union."""
+    records = {n: [(c.cls, c.group, c.split) for c in chips if c.dataset == n] for n in names}
+    records.update(prep_output.set_records(out, kept))
+    records = {n: records[n] for n in sets.ordered(list(records), SETS)}
+    mixed, conflict = prep_output.mixed_plan(records)
+    if mixed is not None:
+        records[MIXED] = mixed
+    class_lists = {n: sorted({k for k, _, _ in recs}) for n, recs in records.items()}
+    warnings = splits.single_group_warnings(records) + prep_classes.class_list_warnings(class_lists)
+    return names + ([MIXED] if mixed is not None else []), warnings + ([conflict] if conflict else []), bool(conflict)
+
+
+def _write_sets(args, out, work, produced, kept, chips, skips, classes, common):
+    """Write the produced sets in `work` (mixed last: from the chips, or with kept sets as the union of the set
+    folders); returns ({set: info} with the kept sets' too, the classes of the table)."""
+    split_names = splits.split_names(args.val_size)
+    kept_info = {n: prep_output.set_info(out / n) for n in kept}
+    table_classes = sorted(set(classes).union(*(info["classes"] for info in kept_info.values())))
+    tables = {}
+    for name in sets.ordered([n for n in produced if n != MIXED] + kept, SETS):
+        if name in kept:
+            tables[name] = kept_info[name]
+        else:
+            tables[name] = write_set(work, name, [c for c in chips if c.dataset == name], table_classes,
+                                     [s for s in skips if s[0] == name], common, split_names)
+    if MIXED in produced and kept:
+        parts = [out / n if n in kept else work / n for n in tables]
+        tables[MIXED] = prep_output.write_union(work / MIXED, parts, table_classes, common, split_names)
+    elif MIXED in produced:
+        tables[MIXED] = write_set(work, MIXED, chips, table_classes, skips, common, split_names)
+    return tables, table_classes
 
 
 if __name__ == "__main__":

@@ -20,6 +20,14 @@ chips); the metadata's `path` gives it only for chips lying directly in the root
 and metadata can disagree (reported for the real data): the folder wins, since it is where the file is, and the
 disagreements are counted in the notes. Metadata joins the chip on its file stem (the `id` column, or the file
 name at the end of `path`); chips without a row keep their class and leave mmsi/length/width/spacing empty.
+A stem with two differing rows (a duplicate id) is ambiguous: its chip joins neither and is skipped ("ambiguous
+metadata"), and a note names the file and the ids. Skipped, not kept as its own group: one of the rows may carry
+its true MMSI, and a chip grouped apart from its own ship could sit across the split from it (leakage); identical
+repeated rows are no ambiguity (joined once, counted in a note). A metadata file without an `mmsi` column gets a
+note naming it: no chip can then be grouped by ship.
+
+Files the tree refused (a link leaving the input folder, a FIFO: archives.DirTree) are skipped chips or files with
+their reason, never read; an archive that cannot be read is one skipped source ("unreadable archive").
 
 Class names are the dataset's own (Cargo, Fishing, Tanker, Tug, Passenger, Other, Dredger, LawEnforce, ...),
 matched case-insensitively to that spelling. A FUSAR class and an OpenSARShip class are one class only when
@@ -41,8 +49,8 @@ from pathlib import PurePosixPath
 import numpy as np
 from PIL import Image
 
-from archives import (OPENSARSHIP_FOLDERS, SCENE_START_RE, DataError, clean_error, is_archive, is_junk, is_under,
-                      positive_number, valid_mmsi)
+from archives import (OPENSARSHIP_FOLDERS, SCENE_START_RE, BrokenTree, DataError, archive_names, clean_error, is_junk,
+                      is_under, open_member, positive_number, valid_mmsi)
 from readers import Chip, Listing, Reader
 
 NAME = "fusar"
@@ -50,6 +58,7 @@ NAME = "fusar"
 CATEGORIES = ("Cargo", "DiveVessel", "Dredger", "Fishing", "HighSpeedCraft", "LawEnforce", "Other", "Passenger",
               "PortTender", "Reserved", "SAR", "Tanker", "Tug", "Unspecified", "WingInGrnd")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+MAX_LISTED = 10  # ids named in a note about ambiguous metadata (the chips are each listed as skipped)
 META_NAMES = ("meta.csv", "meta.xls")  # meta.csv wins when both are present
 FUSAR_NAME_RE = re.compile(r"Ship_C\d+S\d+N\d+", re.IGNORECASE)
 
@@ -87,6 +96,7 @@ class FusarRoot:
     label: str
     meta: str = None  # member name of meta.csv / meta.xls, or None
     duplicate_of: object = None  # the FusarRoot with the same chips read instead of this one, if any
+    error: tuple = None  # (reason, detail) of an archive that cannot be read (archives.BrokenTree): a skip
 
 
 def find_roots(tree, forced=False):
@@ -94,12 +104,17 @@ def find_roots(tree, forced=False):
 
     Recognised by a meta.csv/meta.xls beside FUSAR-named chips (Ship_CxxSyyNzzzz), or by FUSAR-named chips;
     inside a tree or archive whose name says "fusar", or when `forced` (the user named the path with --fusar),
-    any chips count, so re-packaged copies with other file names are found too.
+    any chips count, so re-packaged copies with other file names are found too. An archive that cannot be read
+    (archives.BrokenTree) is a FusarRoot with its `error`, unless another reader reports it (OpenSARShip reports
+    the scene and OpenSARShip archives, and any other it claims first) or `forced`.
     """
+    if isinstance(tree, BrokenTree):
+        return _error_root(tree) if forced or not _opensarship_archive(tree.label) else []
     fusarish = forced or "fusar" in re.split(r"[/!]", tree.label.rstrip("/"))[-1].lower()
     names = [n for n in tree.names() if not is_junk(n)]
-    # OpenSARShip scene folders also hold images (Patch_RGB PNGs...): never FUSAR chips.
-    images = [n for n in names if n.lower().endswith(IMAGE_SUFFIXES)
+    # OpenSARShip scene folders also hold images (Patch_RGB PNGs...): never FUSAR chips. Refused images count
+    # here, so that the root holding them is found and reports them.
+    images = [n for n in [*names, *tree.refused] if n.lower().endswith(IMAGE_SUFFIXES) and not is_junk(n)
               and not any(p in OPENSARSHIP_FOLDERS for p in n.split("/")[:-1])]
     metas = {}
     for n in names:
@@ -116,13 +131,10 @@ def find_roots(tree, forced=False):
     leftover = [i for i in images if not any(is_under(i, r.prefix) for r in roots)]
     named = [i for i in leftover if FUSAR_NAME_RE.search(i.rsplit("/", 1)[-1])]
     found = []
-    for n in names:
-        if is_archive(n) and not any(is_under(n, r.prefix) for r in roots):
-            stem = PurePosixPath(n).stem
-            if SCENE_START_RE.search(stem) or "opensarship" in stem.lower():
-                continue  # OpenSARShip's scene or outer archives
-            sub = tree.open(n)
-            sub_roots = find_roots(sub, forced="fusar" in n.lower())
+    for n in archive_names(tree):
+        if not any(is_under(n, r.prefix) for r in roots) and not _opensarship_archive(n):
+            sub = open_member(tree, n)
+            sub_roots = _error_root(sub) if isinstance(sub, BrokenTree) else find_roots(sub, "fusar" in n.lower())
             found.extend(sub_roots)
             if not sub_roots:
                 sub.close()
@@ -138,6 +150,17 @@ def find_roots(tree, forced=False):
             folder = "/".join(parts[:cat])
         roots.append(FusarRoot(tree, folder, tree.describe(folder) if folder else tree.label))
     return roots + found
+
+
+def _opensarship_archive(name):
+    # OpenSARShip's scene or outer archives: the OpenSARShip reader's, never searched here.
+    stem = PurePosixPath(name).stem
+    return bool(SCENE_START_RE.search(stem)) or "opensarship" in stem.lower()
+
+
+def _error_root(broken):
+    # The FusarRoot reporting an archive that cannot be read, if no other reader reported it yet.
+    return [FusarRoot(broken, "", broken.label, error=(broken.reason, broken.detail))] if broken.claim() else []
 
 
 def root_signature(root):
@@ -188,20 +211,58 @@ def _path_parts(text):
     return [p for p in re.split(r"[\\/]+", text or "") if p]
 
 
+def _row_keys(row):
+    # The file stems a row names: its `id`, and the file name ending its `path` when it has one.
+    keys = []
+    parts = _path_parts(row.get("path"))
+    if parts and parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        keys.append(PurePosixPath(parts[-1]).stem)
+    ident = _path_parts(row.get("id"))
+    if ident:
+        keys.append(PurePosixPath(ident[-1]).stem if ident[-1].lower().endswith(IMAGE_SUFFIXES) else ident[-1])
+    return keys
+
+
 def meta_index(rows):
-    """{file stem (lower case): row}, keyed by `id` and by the file name ending `path` when it has one."""
+    """{file stem (lower case): [row, ...]}: the rows keyed by the stems they name (_row_keys); a stem with two
+    rows or more is ambiguous."""
     index = {}
     for row in rows:
-        keys = []
-        parts = _path_parts(row.get("path"))
-        if parts and parts[-1].lower().endswith(IMAGE_SUFFIXES):
-            keys.append(PurePosixPath(parts[-1]).stem)
-        ident = _path_parts(row.get("id"))
-        if ident:
-            keys.append(PurePosixPath(ident[-1]).stem if ident[-1].lower().endswith(IMAGE_SUFFIXES) else ident[-1])
-        for k in keys:
-            index.setdefault(k.lower(), row)
+        for k in _row_keys(row):
+            same = index.setdefault(k.lower(), [])
+            if not any(r is row for r in same):
+                same.append(row)
     return index
+
+
+def _listed(items):
+    return ", ".join(items[:MAX_LISTED]) + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
+
+def _meta_checks(root, rows):
+    """The distinct rows of the metadata and its notes: rows repeated identically (one is kept: no ambiguity), ids
+    with differing rows (root_chips skips their chips), no mmsi column (no grouping by ship)."""
+    where = root.tree.describe(root.meta)
+    distinct, seen, notes = [], set(), {}
+    for row in rows:
+        key = tuple(sorted(row.items()))
+        if key not in seen:
+            seen.add(key)
+            distinct.append(row)
+    if len(distinct) < len(rows):
+        notes[f"{where}: ids listed twice with identical rows (joined once)"] = len(rows) - len(distinct)
+    ambiguous = [f"{next(n for n in _row_keys(rs[0]) if n.lower() == k)} ({len(rs)} differing rows, mmsi "
+                 f"{'/'.join(r.get('mmsi') or 'none' for r in rs)})"
+                 for k, rs in sorted(meta_index(distinct).items()) if len(rs) > 1]
+    if ambiguous:
+        notes[f"{where}: ids with differing rows, their chips skipped (the wrong row would give a chip another "
+              "ship's MMSI and could put it across the split from its own ship; fix the file to keep them)"] = \
+            _listed(ambiguous)
+    if rows and "mmsi" not in rows[0]:
+        notes[f"{where} has no mmsi column (columns: {', '.join(rows[0])})"] = (
+            "chips cannot be grouped by ship: each chip is its own group, so chips of one ship may sit in both "
+            "train and test and the scores are optimistic; add the mmsi column (FUSAR-Ship 1.0's meta.csv has it)")
+    return distinct, notes
 
 
 # ---------------------------------------------------------------------------------------------- chips
@@ -210,20 +271,28 @@ def meta_index(rows):
 def root_chips(root):
     """Chips of one FUSAR-Ship root, as readers.Chip records (nothing decoded yet).
 
-    Returns (chips, skips, notes): skips are (source, reason, detail) for chips without any class; notes are
-    counts of metadata disagreements worth reporting ({"meta path disagrees with folder": n, ...}).
+    Returns (chips, skips, notes): skips are (source, reason, detail) for chips without any class, chips whose id
+    has differing metadata rows ("ambiguous metadata": joined to neither), and files the tree refused (links
+    leaving the input folder, FIFOs...); notes are counts (or lists) of metadata problems worth reporting
+    ({"meta path disagrees with folder": n, ...}).
     """
-    rows = read_meta(root.tree, root.meta) if root.meta else []
+    rows, notes = _meta_checks(root, read_meta(root.tree, root.meta)) if root.meta else ([], {})
     index = meta_index(rows)
     cut = len(root.prefix) + 1 if root.prefix else 0
-    chips, skips, notes, used = [], [], {}, set()
+    chips, skips, used = [], _refused_skips(root), set()
     for member in sorted(n for n in root.tree.names() if is_under(n, root.prefix) and not is_junk(n)
                          and n.lower().endswith(IMAGE_SUFFIXES)):
         rel = member[cut:]
         parts = rel.split("/")
-        row = index.get(PurePosixPath(parts[-1]).stem.lower())
-        if row is not None:
-            used.add(id(row))
+        candidates = index.get(PurePosixPath(parts[-1]).stem.lower(), [])
+        used.update(id(r) for r in candidates)
+        if len(candidates) > 1:
+            mmsis = ", ".join(r.get("mmsi", "") or "none" for r in candidates)
+            skips.append((root.tree.describe(member), "ambiguous metadata",
+                          f"{root.tree.describe(root.meta)} has {len(candidates)} differing rows for this chip "
+                          f"(mmsi {mmsis}): joined to neither"))
+            continue
+        row = candidates[0] if candidates else None
         meta_parts = _path_parts(row.get("path")) if row else []
         if meta_parts and meta_parts[-1].lower().endswith(IMAGE_SUFFIXES):
             meta_parts = meta_parts[:-1]
@@ -244,6 +313,15 @@ def root_chips(root):
     if unused:
         notes["metadata rows without a chip"] = unused
     return chips, skips, notes
+
+
+def _refused_skips(root):
+    # The entries of the root the tree refused (archives.DirTree) that would have been read: chips, the metadata,
+    # class folders. Those inside OpenSARShip folders are the OpenSARShip reader's.
+    cut = len(root.prefix) + 1 if root.prefix else 0
+    return [(root.tree.describe(n), *why) for n, why in sorted(root.tree.refused.items())
+            if is_under(n, root.prefix) and not is_junk(n) and not any(p in OPENSARSHIP_FOLDERS for p in n.split("/"))
+            and (n.endswith("/") or n.lower().endswith(IMAGE_SUFFIXES) or n[cut:].lower() in META_NAMES)]
 
 
 def _chip_record(root, member, rel, cls, row):
@@ -332,11 +410,14 @@ class FusarReader(Reader):
         roots = [root for tree in trees for root in find_roots(tree, forced=forced)]
         first = {}
         for root in roots:
-            kept = first.setdefault(root_signature(root), root)
-            root.duplicate_of = None if kept is root else kept
+            if root.error is None:
+                kept = first.setdefault(root_signature(root), root)
+                root.duplicate_of = None if kept is root else kept
         return roots
 
     def list_chips(self, root, options):
+        if root.error is not None:
+            return Listing(skips=[(root.label, *root.error)])
         if root.duplicate_of is not None:
             return Listing(notes=[f"FUSAR-Ship found twice: read {root.duplicate_of.label}, ignored {root.label}"])
         chips, skips, notes = root_chips(root)

@@ -14,7 +14,11 @@ Layouts accepted (docs/data-formats.md): version 1.0 scene zips (a top folder na
 `Metedata.xml`, `Ship.xml`) and version 2.0 (files at the root, `<scene>.xml`, a `Ship.xml` often closed by the
 malformed `<\\ShipList>` and with unescaped `<` in ship names); scene zips or rars, an outer zip of them, extracted
 scene folders, or any mix. The same scene found twice (an extracted folder and its zip, a browser's `(1)` copy)
-is read once: scenes are keyed by their Sentinel-1 product name.
+is read once: scenes are keyed by their Sentinel-1 product name. An archive that cannot be read (corrupt,
+truncated, not a regular file) is one skipped source with its reason, wherever it lies (named with --opensarship,
+directly in data/raw/, inside a folder or an outer zip): "unreadable scene archive" when named after a scene,
+else "unreadable archive"; the other scenes are read. In a scene folder, a file the tree refused (a link leaving
+the input folder, a FIFO: archives.DirTree) is a skipped chip or file with its reason, never read.
 
 Chip products (`product`):
 - `uint8`: `Patch_Uint8/Visual_<Class>_x<X>_y<Y>_<pol>.tif`, the amplitude scaled per chip so that its brightest
@@ -32,6 +36,8 @@ Ship.xml: a chip joins its record on (Center_x, Center_y) = (x, y) of its file n
 the chip is the square of side 2h+1 centred on Center, where h = UpperLeft_x - Center_x = Center_x - LowerRight_x
 (the tags are swapped in image terms: "UpperLeft" holds the larger coordinates), so chip pixel (row, col) of scene
 pixel (x, y) is (y - (Center_y - h), x - (Center_x - h)); Head/Tail mapped this way lie on the bright hull.
+Its numbers are checked (ship_xml.py): an infinite or out-of-range value (a head or tail outside the chip, a
+latitude off the globe) is left out of the chip, which is kept, and named in a note of its scene.
 """
 
 import io
@@ -39,16 +45,16 @@ import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from html import unescape
 from pathlib import PurePosixPath
-from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-from archives import (OPENSARSHIP_FOLDERS, READ_ERRORS, SCENE_RE, BadArchiveError, clean_error, is_archive, is_junk,
-                      is_under, positive_number, scene_name_of, valid_mmsi)
+from archives import (OPENSARSHIP_FOLDERS, READ_ERRORS, SCENE_RE, BadArchiveError, BrokenTree, archive_names,
+                      clean_error, is_junk, is_under, open_member, positive_number, scene_name_of)
+from archives import valid_mmsi  # noqa: F401 - part of this module's API, as before ship_xml.py took its use
 from readers import Chip, Listing, Reader
+from ship_xml import Placement, parse_ship_xml, record_values  # noqa: F401 - Placement: this module's API too
 
 NAME = "opensarship"
 PRODUCTS = {"uint8": "Patch_Uint8", "cal": "Patch_Cal", "rgb": "Patch_RGB"}
@@ -71,6 +77,7 @@ CHIP_RE = re.compile(r"^(?:Visual_)?(?P<cls>.+?)_x(?P<x>\d+)_y(?P<y>\d+)(?:_(?P<
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 # A browser's duplicate-download suffix: "...36F7(1).zip", "...36F7 (2).zip".
 COPY_SUFFIX_RE = re.compile(r"\s*\(\d+\)$")
+MAX_LISTED = 10  # chips named in a scene's note about malformed Ship.xml values (the summary counts them all)
 
 
 def acquisition_of(scene):
@@ -104,44 +111,6 @@ def scene_roots(names):
     return sorted(r for r in roots if not any(o != r and is_under(r, o) for o in roots))
 
 
-# ---------------------------------------------------------------------------------------------- Ship.xml
-
-_PAIR_RE = re.compile(r"<([A-Za-z_][\w.\-]*)>(.*?)</\1\s*>", re.DOTALL)
-
-
-def _fields(text, out):
-    # A tolerant XML reader for Ship.xml: an element whose content holds a complete <tag>...</tag> pair is a
-    # container (recurse); anything else is a leaf value. Unescaped "<" inside a name, or the malformed
-    # "<\ShipList>" closing tag of version 2.0, do not disturb it (ElementTree rejects both).
-    for m in _PAIR_RE.finditer(text):
-        tag, content = m.group(1), m.group(2)
-        if _PAIR_RE.search(content):
-            _fields(content, out)
-        else:
-            out.setdefault(tag, unescape(content.strip()))
-    return out
-
-
-def parse_ship_xml(text):
-    """Ship.xml text -> {(Center_x, Center_y): {tag: value}} (leaf tags of all sections, first occurrence)."""
-    records = {}
-    for m in re.finditer(r"<ship>(.*?)</ship\s*>", text, re.DOTALL | re.IGNORECASE):
-        rec = _fields(m.group(1), {})
-        try:
-            key = (round(float(rec["Center_x"])), round(float(rec["Center_y"])))
-        except (KeyError, ValueError):
-            continue
-        records.setdefault(key, rec)
-    return records
-
-
-def _int(rec, tag):
-    try:
-        return round(float(rec[tag]))
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 # ---------------------------------------------------------------------------------------------- scenes
 
 
@@ -156,6 +125,8 @@ class Scene:
     records: dict = field(default_factory=dict)
     spacing: tuple = ("", "")  # (row = azimuth, col = range) in metres, as text
     has_ship_xml: bool = False
+    bad_records: list = field(default_factory=list)  # Ship.xml records left out (ship_xml.parse_ship_xml)
+    bad_values: list = field(default_factory=list)  # "<chip>: <values left out>" (ship_xml.record_values)
 
     def member(self, rel):
         return f"{self.prefix}/{rel}" if self.prefix else rel
@@ -164,6 +135,12 @@ class Scene:
         """File names relative to the scene folder."""
         cut = len(self.prefix) + 1 if self.prefix else 0
         return [n[cut:] for n in self.tree.names() if is_under(n, self.prefix) and not is_junk(n)]
+
+    def refused(self):
+        """{name relative to the scene folder: (reason, detail)} of the entries the tree refused (archives.DirTree:
+        links leaving the input folder, FIFOs...), which names() leaves out."""
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        return {n[cut:]: why for n, why in self.tree.refused.items() if is_under(n, self.prefix) and not is_junk(n)}
 
 
 @dataclass
@@ -176,6 +153,7 @@ class SceneRef:
     prefix: str = ""  # the scene folder inside `parent` (member is None)
     is_copy: bool = False  # a browser's "(1)" copy: loses against the original when both are present
     duplicate_of: object = None  # the SceneRef read instead of this one (dedupe_scenes), if any
+    error: tuple = None  # (reason, detail) of an archive that cannot be read (archives.BrokenTree): a skip
 
     @contextmanager
     def open(self):
@@ -215,7 +193,8 @@ def _make_scene(name, tree, prefix):
             scene.spacing = tuple(positive_number(v) for v in nominal)
     if "Ship.xml" in rels:
         scene.has_ship_xml = True
-        scene.records = parse_ship_xml(tree.read(scene.member("Ship.xml")).decode("utf-8", errors="replace"))
+        scene.records = parse_ship_xml(tree.read(scene.member("Ship.xml")).decode("utf-8", errors="replace"),
+                                       scene.bad_records)
     return scene
 
 
@@ -224,16 +203,22 @@ def _attrib(text, name):
     return positive_number(m.group(1)) if m else ""
 
 
-def find_scenes(tree, _hint=None):
+def find_scenes(tree, _hint=None, claim_all=False):
     """Every scene in `tree` (a folder or archive tree; nested archives included), as SceneRefs (a scene found
     twice is listed twice: dedupe_scenes keeps one).
 
     Scene archives named after a Sentinel-1 product are not opened here (an outer zip of 40 scene zips is listed,
-    not read); other archives are opened and searched (an outer zip under any name, a renamed scene zip).
+    not read); other archives are opened and searched (an outer zip under any name, a renamed scene zip). An
+    archive that cannot be read (archives.BrokenTree: corrupt, refused) is a SceneRef with its `error`, unless
+    another reader reports it: one named after FUSAR is left to that reader, unless `claim_all` (the user named
+    the path with --opensarship).
     """
+    if isinstance(tree, BrokenTree):
+        stem = PurePosixPath(tree.label).stem
+        return _error_ref(tree, scene_name_of(stem) or stem) if claim_all or "fusar" not in stem.lower() else []
     refs = []
     names = tree.names()
-    roots = scene_roots(names)
+    roots = scene_roots([*names, *tree.refused])  # a scene whose files were all refused is still reported
     for root in roots:
         base = root.rsplit("/", 1)[-1]
         rels = [n[len(root) + 1:] if root else n for n in names if is_under(n, root)]
@@ -244,22 +229,35 @@ def find_scenes(tree, _hint=None):
                 or COPY_SUFFIX_RE.sub("", base or PurePosixPath(_hint or tree.label).stem))
         label = tree.describe(root) if root else tree.label
         refs.append(SceneRef(name, label, tree, prefix=root, is_copy=bool(COPY_SUFFIX_RE.search(base))))
-    for n in names:
-        if not is_archive(n) or is_junk(n) or any(is_under(n, r) for r in roots):
+    for n in archive_names(tree):
+        if any(is_under(n, r) for r in roots):
             continue
         stem = PurePosixPath(n).stem
         name = scene_name_of(stem)
-        if name:
+        if name and n not in tree.refused:
             refs.append(SceneRef(name, tree.describe(n), tree, member=n,
                                  is_copy=bool(COPY_SUFFIX_RE.search(stem))))
-        elif "fusar" not in n.lower():  # a FUSAR-Ship archive lying beside the scenes is not searched
-            sub = tree.open(n)
+        elif name or "fusar" not in n.lower():  # a FUSAR-Ship archive lying beside the scenes is not searched
+            sub = open_member(tree, n)
+            if isinstance(sub, BrokenTree):
+                refs += _error_ref(sub, name or stem)
+                continue
             try:
-                refs.extend(find_scenes(sub, _hint=stem))
+                refs.extend(find_scenes(sub, _hint=stem, claim_all=claim_all))
             finally:
                 if not any(r.parent is sub for r in refs):
                     sub.close()
     return refs
+
+
+def _error_ref(broken, name):
+    # The SceneRef reporting an archive that cannot be read, if no other reader reported it yet. A corrupt scene
+    # archive gets the reason it gets when it is found inside a folder and opened later (list_chips).
+    if not broken.claim():
+        return []
+    scene = broken.reason == "unreadable archive" and scene_name_of(name)
+    return [SceneRef(name, broken.label, broken, error=("unreadable scene archive" if scene else broken.reason,
+                                                        broken.detail))]
 
 
 def dedupe_scenes(refs):
@@ -297,11 +295,13 @@ def scene_chips(scene, product="uint8", pol="co"):
     scene.tree, band: the Patch_Cal band, mask_key: <scene>/<Class>_x<X>_y<Y>.png, the synthetic sidecar mask;
     Ship.xml's MMSI, size, position and head/tail where it has the chip), and skips as (source, reason, detail)
     for chips that cannot exist under this choice (a missing polarisation file, a cross-pol request on a
-    single-pol scene, an unrecognised file name in the product folder).
+    single-pol scene, an unrecognised file name in the product folder) or whose file the tree refused (a link
+    leaving the input folder, a FIFO...: Scene.refused).
     """
     folder = PRODUCTS[product]
     positions, skips = {}, []
-    for rel in sorted(scene.names()):
+    refused = scene.refused()
+    for rel in sorted([*scene.names(), *refused]):
         parts = rel.split("/")
         if len(parts) != 2 or parts[0] != folder or not rel.lower().endswith(IMAGE_SUFFIXES):
             continue
@@ -329,19 +329,12 @@ def scene_chips(scene, product="uint8", pol="co"):
                 skips.append((scene.tree.describe(scene.member(next(iter(files.values())))),
                               "missing polarisation", f"no _{channel} file for {cls}_x{x}_y{y}"))
                 continue
+            if rel in refused:
+                skips.append((scene.tree.describe(scene.member(rel)), *refused[rel]))
+                continue
             band = ("cross" if channel == cross else "co") if product == "cal" else None
             chips.append(_chip_record(scene, product, cls, x, y, channel, band, rel))
     return chips, skips
-
-
-class Placement(NamedTuple):
-    """A chip in its scene (pixels): centre, corner (None: centred), the ship's head and tail as [x, y]."""
-    cx: int
-    cy: int
-    x0: int | None
-    y0: int | None
-    head: list
-    tail: list
 
 
 def _chip_record(scene, product, cls, x, y, pol, band, rel):
@@ -356,19 +349,11 @@ def _chip_record(scene, product, cls, x, y, pol, band, rel):
     if rec is None:
         return chip
     chip.has_record = True
-    chip.mmsi = valid_mmsi(rec.get("MMSI"))
-    chip.ship_length_m = positive_number(rec.get("Length")) or positive_number(rec.get("Length_overall"))
-    chip.ship_width_m = positive_number(rec.get("Width")) or positive_number(rec.get("Breadth_extreme"))
-    try:
-        chip.latlon = (float(rec["Center_latitude"]), float(rec["Center_longitude"]))
-    except (KeyError, ValueError):
-        pass
-    ends = [_int(rec, t) for t in ("Head_x", "Head_y", "Tail_x", "Tail_y")]
-    corners = [_int(rec, t) for t in ("UpperLeft_x", "UpperLeft_y", "LowerRight_x", "LowerRight_y")]
-    if not figure and None not in ends:
-        x0 = min(corners[0], corners[2]) if None not in corners else None
-        y0 = min(corners[1], corners[3]) if None not in corners else None
-        chip.geometry = Placement(x, y, x0, y0, ends[:2], ends[2:])
+    values, problems = record_values(rec, x, y, figure)
+    for key, value in values.items():
+        setattr(chip, key, value)
+    if problems:
+        scene.bad_values.append(f"{chip.name.removeprefix(scene.name + '_')}: {', '.join(problems)}")
     return chip
 
 
@@ -379,8 +364,11 @@ def chip_coords(chip, h, w):
         return {}
     x0 = g.x0 if g.x0 is not None else g.cx - (w - 1) // 2
     y0 = g.y0 if g.y0 is not None else g.cy - (h - 1) // 2
-    return {"head_row": g.head[1] - y0, "head_col": g.head[0] - x0,
-            "tail_row": g.tail[1] - y0, "tail_col": g.tail[0] - x0}
+    coords = {"head_row": g.head[1] - y0, "head_col": g.head[0] - x0,
+              "tail_row": g.tail[1] - y0, "tail_col": g.tail[0] - x0}
+    # Without corners in Ship.xml, only the decoded size tells whether head and tail lie in the chip.
+    inside = all(0 <= coords[f"{e}_row"] < h and 0 <= coords[f"{e}_col"] < w for e in ("head", "tail"))
+    return coords if inside else {}
 
 
 def cal_to_uint8(intensity):
@@ -455,23 +443,38 @@ class OpenSARShipReader(Reader):
     classes = CLASSES
 
     def find_sources(self, trees, forced):
-        # Every scene once: the duplicates (their notes) first, then the scenes read, in dedupe_scenes' order.
-        kept, dropped = dedupe_scenes([ref for tree in trees for ref in find_scenes(tree)])
-        return [ref for ref, _ in dropped] + kept
+        # Every scene once: the archives that cannot be read and the duplicates (their skips and notes) first,
+        # then the scenes read, in dedupe_scenes' order.
+        refs = [ref for tree in trees for ref in find_scenes(tree, claim_all=forced)]
+        kept, dropped = dedupe_scenes([ref for ref in refs if ref.error is None])
+        return [ref for ref in refs if ref.error] + [ref for ref, _ in dropped] + kept
 
     def list_chips(self, ref, options):
+        if ref.error is not None:
+            return Listing(skips=[(ref.label, *ref.error)])
         if ref.duplicate_of is not None:
             return Listing(notes=[f"OpenSARShip scene {ref.name} found twice: read {ref.duplicate_of.label}, "
                                   f"ignored {ref.label}"])
         try:
             with ref.open() as scene:
                 chips, skips = scene_chips(scene, options.product, options.pol)
+                # Refused chips are skipped by scene_chips; refused scene files (Ship.xml, metadata) and folders
+                # (a product folder linked elsewhere) here.
+                skips += [(scene.tree.describe(scene.member(rel)), *why)
+                          for rel, why in sorted(scene.refused().items()) if "/" not in rel.rstrip("/")]
                 without_xml = 0 if scene.has_ship_xml else 1
         except (BadArchiveError, *READ_ERRORS) as e:
             return Listing(skips=[(ref.label, "unreadable scene archive", str(e))])
         notes = [] if chips or skips else [
             f"OpenSARShip scene {ref.name} ({ref.label}): no {PRODUCTS[options.product]} chips"]
-        tallies = {"without_xml": without_xml, "without_record": sum(1 for c in chips if not c.has_record)}
+        bad = scene.bad_records + scene.bad_values  # one item per chip; the first MAX_LISTED of them named
+        if bad:
+            more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+            notes.append(f"OpenSARShip scene {ref.name} ({scene.tree.describe(scene.member('Ship.xml'))}): values "
+                         "left out (non-finite or out of range; the chips are kept without them): "
+                         f"{'; '.join(bad[:MAX_LISTED])}{more}")
+        tallies = {"without_xml": without_xml, "without_record": sum(1 for c in chips if not c.has_record),
+                   "bad_values": len(scene.bad_values), "bad_records": len(scene.bad_records)}
         return Listing(chips, skips, notes, tallies)
 
     def open(self, ref):
@@ -482,7 +485,10 @@ class OpenSARShipReader(Reader):
 
     def summary_notes(self, tallies):
         notes = {"without_xml": "scene(s) without Ship.xml (chips kept, class from the file name)",
-                 "without_record": "chip(s) without a Ship.xml record (kept, class from the name)"}
+                 "without_record": "chip(s) without a Ship.xml record (kept, class from the name)",
+                 "bad_values": "chip(s) with non-finite or out-of-range Ship.xml values (chips kept without those "
+                               "values; the scene notes name them)",
+                 "bad_records": "Ship.xml record(s) without a usable centre (left out: no chip joins them)"}
         return [f"OpenSARShip: {tallies[k]} {text}" for k, text in notes.items() if tallies.get(k)]
 
     def option_warnings(self, options):

@@ -93,7 +93,9 @@ class Reader(abc.ABC):
         """The sources (scenes, dataset folders...) in `trees` (archives.open_tree trees), in the order they are
         listed; each has a `label` (where it is, for people). `forced`: the user named the trees with --<name>,
         so unusual names count. A source found twice may be listed as a duplicate: its list_chips gives a note
-        and no chips."""
+        and no chips. An archive that cannot be read (an archives.BrokenTree, in `trees` or inside one) is a
+        source whose list_chips gives one skip with its reason and no chips, listed by the first reader that
+        claims it (BrokenTree.claim), so that it is reported once and the other sources are still read."""
 
     @abc.abstractmethod
     def list_chips(self, source, options):

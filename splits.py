@@ -9,6 +9,7 @@ docstring).
     splits.split_groups(chips, test_size=0.2, seed=42, val_size=0.1)             # sets chip.split
     splits.name_files(chips)                                                     # sets chip.file
     text = splits.format_table(tables, classes) + "\n" + splits.format_skips(skips)  # the summaries' text
+    warnings = splits.single_group_warnings({"fusar": [(cls, group, split), ...]})   # classes left untested
 
 The split seed is dataset_prep.py's --split-seed (default: its --seed): the split alone, never the chips.
 
@@ -271,6 +272,21 @@ def val_notes(chips, set_names, val_size):
             notes.append(f"{name}: no val chips for {', '.join(missing)} (a class needs two or more training "
                          f"groups (ships) to give one to val; --val-size {val_size:g})")
     return notes
+
+
+def single_group_warnings(records):
+    """Warnings naming, per set, each class with chips but none in test: a class of one group (ship) goes to train
+    whole, so nothing measures it. records: {set: [(class, group, split), ...]}."""
+    warnings = []
+    for name, recs in records.items():
+        for cls in sorted({k for k, _, _ in recs} - {k for k, _, split in recs if split == "test"}):
+            n_groups = len({g for k, g, _ in recs if k == cls})
+            n_chips = sum(1 for k, _, _ in recs if k == cls)
+            warnings.append(f"{name}: {cls} has {n_groups} ship group{'s' if n_groups != 1 else ''} ({n_chips} "
+                            f"chip{'s' if n_chips != 1 else ''}), so no test chips: nothing measures it, and an "
+                            "average over classes that counts it gets a zero; a class needs two or more ships to "
+                            f"be tested: add data with more {cls} ships, or leave it out with --classes")
+    return warnings
 
 
 def format_table(tables, classes):

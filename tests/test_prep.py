@@ -290,18 +290,20 @@ def test_rar_scene_read_through_a_tool_and_climbing_member_refused(tmp_path, mon
     # bsdtar reads any archive format, so a tar named .rar exercises the rar path (listing, checking, extracting).
     real_which = shutil.which
     monkeypatch.setattr(archives.shutil, "which", lambda n: real_which(n) if n == "bsdtar" else None)
-    chip = io.BytesIO()
-    Image.fromarray(np.full((9, 9), 7, np.uint8)).save(chip, format="TIFF")
     raw = tmp_path / "raw" / "opensarship"
     raw.mkdir(parents=True)
-    with tarfile.open(raw / f"{GRD_V1}.rar", "w") as tf:
-        for name in ("./Patch_Uint8/Visual_Cargo_x10_y20_vv.tif", "./Patch_Uint8/Visual_Cargo_x10_y20_vh.tif"):
+    with tarfile.open(raw / f"{GRD_V1}.rar", "w") as tf:  # two classes: a one-class set is refused
+        for name, value in (("./Patch_Uint8/Visual_Cargo_x10_y20_vv.tif", 7),
+                            ("./Patch_Uint8/Visual_Cargo_x10_y20_vh.tif", 7),
+                            ("./Patch_Uint8/Visual_Tanker_x30_y40_vv.tif", 9)):
+            chip = io.BytesIO()
+            Image.fromarray(np.full((9, 9), value, np.uint8)).save(chip, format="TIFF")
             info = tarfile.TarInfo(name)
             info.size = len(chip.getvalue())
             tf.addfile(info, io.BytesIO(chip.getvalue()))
-    summary = run(["--raw-dir", tmp_path / "raw", "--output-dir", tmp_path / "out", "--classes", "Cargo"])
+    summary = run(["--raw-dir", tmp_path / "raw", "--output-dir", tmp_path / "out", "--classes", "Cargo,Tanker"])
     rows = manifest(tmp_path / "out" / "opensarship")
-    assert summary["sets"]["opensarship"]["counts"]["train"]["Cargo"] == 1 and len(rows) == 1
+    assert summary["sets"]["opensarship"]["counts"]["train"] == {"Cargo": 1, "Tanker": 1} and len(rows) == 2
     assert rows[0]["source"].endswith(f"{GRD_V1}.rar!Patch_Uint8/Visual_Cargo_x10_y20_vv.tif")
     with tarfile.open(raw / f"{GRD_V1}.rar", "w") as tf:
         info = tarfile.TarInfo("../escaped.tif")
