@@ -24,7 +24,7 @@ A stem with two differing rows (a duplicate id) is ambiguous: its chip joins nei
 metadata"), and a note names the file and the ids. Skipped, not kept as its own group: one of the rows may carry
 its true MMSI, and a chip grouped apart from its own ship could sit across the split from it (leakage); identical
 repeated rows are no ambiguity (joined once, counted in a note). A metadata file without an `mmsi` column gets a
-note naming it: no chip can then be grouped by ship.
+note naming it, and so does a root without any metadata file: no chip can then be grouped by ship.
 
 Files the tree refused (a link leaving the input folder, a FIFO: archives.DirTree) are skipped chips or files with
 their reason, never read; an archive that cannot be read is one skipped source ("unreadable archive").
@@ -60,6 +60,9 @@ CATEGORIES = ("Cargo", "DiveVessel", "Dredger", "Fishing", "HighSpeedCraft", "La
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 MAX_LISTED = 10  # ids named in a note about ambiguous metadata (the chips are each listed as skipped)
 META_NAMES = ("meta.csv", "meta.xls")  # meta.csv wins when both are present
+NO_META = ("{where}: no meta.csv or meta.xls, so no MMSI: chips cannot be grouped by ship, each chip is its own "
+           "group and chips of one ship may sit in both train and test (optimistic scores); put FUSAR-Ship's meta.csv "
+           "beside the class folders")
 FUSAR_NAME_RE = re.compile(r"Ship_C\d+S\d+N\d+", re.IGNORECASE)
 
 
@@ -276,7 +279,8 @@ def root_chips(root):
     leaving the input folder, FIFOs...); notes are counts (or lists) of metadata problems worth reporting
     ({"meta path disagrees with folder": n, ...}).
     """
-    rows, notes = _meta_checks(root, read_meta(root.tree, root.meta)) if root.meta else ([], {})
+    rows, notes = _meta_checks(root, read_meta(root.tree, root.meta)) if root.meta else ([], {NO_META.format(
+        where=root.label): 1})
     index = meta_index(rows)
     cut = len(root.prefix) + 1 if root.prefix else 0
     chips, skips, used = [], _refused_skips(root), set()

@@ -53,7 +53,8 @@ def test_no_metadata_class_from_folder(tmp_path):
     write_fusar(tmp_path / "fusar", "nested", meta=False)
     root, chips, _, notes, _, _ = read(open_tree(tmp_path / "fusar"))
     assert root.meta is None and Counter(c["class"] for c in chips) == EXPECTED
-    assert all(c["mmsi"] == "" and c["ship_length_m"] == "" for c in chips) and notes == {}
+    assert all(c["mmsi"] == "" and c["ship_length_m"] == "" for c in chips)
+    assert notes == {fusar.NO_META.format(where=root.label): 1}  # no MMSI: the grouping is off, and it is said
 
 
 def test_one_folder_of_chips_takes_classes_from_meta_path(tmp_path):
