@@ -2,11 +2,15 @@
 
     overlay(chip, cam_map)                                      # uint8 RGB heat map over a uint8 chip
     plot_set_grid(set_name, records, per_class, path, method)   # figures/cam_grid_<set>.png
+    fig = set_grid_figure(set_name, records, per_class, method) # the same figure, not written
     plot_on_ship(summary, path)                                 # figures/cam_on_ship.png (vs prior, uniform)
 
 Figures are matplotlib Figure objects, not pyplot: no global figure state, no GUI backend needed on a headless
-machine; each is written atomically (runs.write_atomic).
+machine; each is written atomically (runs.write_atomic). The comparison grid uses constrained layout and wraps
+its title to the figure's width, so title, column heads and chips stay inside the figure and apart from one
+model column to many (tests/test_reliability_cams.py measures it).
 """
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,15 @@ from matplotlib.figure import Figure
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
 import runs
+
+COLUMN_IN, ROW_IN = 1.9, 2.0   # inches per column (a chip or a model) and per row of the comparison grid
+TITLE_PT = 10
+
+
+def _chars_per_line(width_in, points):
+    """How many characters of a `points` font fit in `width_in` inches, with a margin (DejaVu Sans averages
+    about 0.55 em per character; 0.62 leaves room for wide letters)."""
+    return max(12, int((width_in - 0.2) * 72 / (0.62 * points)))
 
 
 def overlay(chip, cam_map):
@@ -36,13 +49,17 @@ def _figure_rows(rows, per_class):
     return keep
 
 
-def plot_set_grid(set_name, records, per_class, path, method="gradcam"):
-    """Rows of chips (first `per_class` of each class), a chip column, then one overlay column per model."""
+def set_grid_figure(set_name, records, per_class, method="gradcam"):
+    """The Figure of plot_set_grid. Constrained layout, not tight_layout: tight_layout reserves no room for the
+    suptitle, which then overlaps the column heads of a tall figure; the suptitle is wrapped to the figure's
+    width, which a figure of one or two columns is narrower than."""
     model_names = list(records)
     first = records[model_names[0]]
     keep = _figure_rows(first["rows"], per_class)
     ncol = 1 + len(model_names)
-    fig = Figure(figsize=(1.9 * ncol, 2.0 * len(keep)))
+    width = COLUMN_IN * ncol
+    fig = Figure(figsize=(width, ROW_IN * len(keep) + 0.5), layout="constrained")
+    fig.get_layout_engine().set(h_pad=0.08)   # the default 3 pt lets the suptitle touch the column heads
     axes = fig.subplots(len(keep), ncol, squeeze=False)
     for r, k in enumerate(keep):
         row = first["rows"][k]
@@ -64,10 +81,14 @@ def plot_set_grid(set_name, records, per_class, path, method="gradcam"):
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{method} on the {set_name} test set (models trained on {set_name}); red = misclassified",
-                 fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    title = f"{method} on the {set_name} test set (models trained on {set_name}); red = misclassified"
+    fig.suptitle(textwrap.fill(title, _chars_per_line(width, TITLE_PT)), fontsize=TITLE_PT)
+    return fig
+
+
+def plot_set_grid(set_name, records, per_class, path, method="gradcam"):
+    """Rows of chips (first `per_class` of each class), a chip column, then one overlay column per model."""
+    save_figure(set_grid_figure(set_name, records, per_class, method), path, dpi=110)
 
 
 def plot_on_ship(summary, path):

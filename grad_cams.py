@@ -14,13 +14,21 @@ grid cell `<output-dir>/runs/<set>/<model>/<imbalance>/lr<lr>/seed<k>/` with rec
 default imbalance `none`, the learning rate chosen on validation, and the smallest seed there: cam_cells.py,
 which also says what happens with several rates and no validation, and with cells of the earlier layout), it
 explains `--per-class` test chips per class. Each cell explained is printed with how its rate was chosen.
+By default the sets and models are those the grid holds (a grid of one model: that model), said in a line; a
+set or model named with --datasets / --models that the grid lacks is a problem. A model whose record.json names
+another manifest sha1 for its training set than the set now under --data-dir (prepared again since: other
+classes or another split, so its "test" chips could be training chips) stops the run before anything is
+written, with both hashes, the cell and the fix (retrain it, or point --data-dir at the set it was trained on).
 The chips are drawn from the manifest (seeded, one chip per ship group first, the same for every model
 and every rerun), decoded with data.load_split at the checkpoint's img_size (exactly the training
 preprocessing) and explained for the class the model predicts, at the target layer the model declares
 (models.py `cam_target_layer`; for ResNet the last bottleneck block, never the final pooling, whose 1x1
 map gives uniform heat maps: defect 11 of docs/reference-study.md).
 
-Outputs under --exp-dir (default <output-dir>/Exp_images), each written atomically (runs.write_atomic):
+Outputs under --exp-dir (default <output-dir>/Exp_images), written into a hidden staging folder there and moved
+in only once every model is explained; they replace the previous run's: its files of these names that this run
+does not write again (other models, sets, chip indices) are removed, nothing else (cam_outputs.py). A run that
+fails, is interrupted or explains nothing leaves the previous run's outputs as they were. The outputs:
   <set>/<model>/<Class>_o<i>.png   the chip as the model saw it (i = 0, 1, ... within the class)
   <set>/<model>/<Class>_hm<i>.png  the heat map over the chip (pytorch-grad-cam show_cam_on_image)
   cam_scores.csv                   one row per chip and model: set, model, path, true, pred,
@@ -41,7 +49,8 @@ Outputs under --exp-dir (default <output-dir>/Exp_images), each written atomical
                                    cell titled with the true and predicted class; ship region outlined
   figures/cam_on_ship.png          mean on-ship energy per model and set against the centre prior and the
                                    uniform map
-Exit status 1 when nothing could be explained (every problem is printed).
+Exit status 1 when nothing could be explained (every problem is printed), or when a model was trained on an
+earlier preparation of its set.
 
 The ship regions (exact mask, OpenSARShip head-tail segment, FUSAR-Ship centre disc: about 5x the hull's area,
 so FUSAR scores are marked approximate) are defined in ship_regions.py; the centre-prior baseline, all-zero
@@ -78,14 +87,16 @@ from pytorch_grad_cam import (
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from tqdm import tqdm
 
+import cam_outputs
 import data
 import engine
 import models
 import runs
 import sets
-from cam_cells import find_cell
+from cam_cells import check_manifests, explain_plan, find_jobs
+from cam_cells import find_cell  # noqa: F401 - re-exported: grad_cams.find_cell is how callers have named it
 from cam_figures import overlay, plot_on_ship, plot_set_grid
-from cli import PREP_HINT, HelpFormatter, add_shared, comma_list, float_in, int_at_least, run_main
+from cli import HelpFormatter, add_shared, comma_list, float_in, int_at_least, run_main
 from cam_scores import APPROXIMATE_SOURCES, CHIP_COLUMNS, ROAD_COLUMNS, SCALING_NOTE, road_indices, score_model
 from cam_scores import road_summary, summarise
 from ship_regions import native_region, region_to_hull, resize_region
@@ -122,7 +133,8 @@ METHODS = {
 SCORE_COLUMNS = ["set", "model", "path", "true", "pred", "on_ship_energy", "peak_on_ship",
                  "ship_area_fraction", "region_source", "index", "cell", "agrees_with_grid", "cell_choice",
                  *CHIP_COLUMNS]
-CAM_SCORES, CAM_SUMMARY, ROAD_SCORES, FIGURES = "cam_scores.csv", "cam_summary.csv", "road_scores.csv", "figures"
+CAM_SCORES, CAM_SUMMARY, ROAD_SCORES = cam_outputs.TABLES
+FIGURES = cam_outputs.FIGURES
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -133,9 +145,11 @@ def get_args_parser(add_help=True):
     p.add_argument("--exp-dir", default=None,
                    help=f"output folder for images, scores and figures (default: <output-dir>/{runs.EXP_IMAGES})")
     p.add_argument("--datasets", type=comma_list(what="set"), default=None,
-                   help="prepared sets to explain, comma-separated (default: every set under --data-dir)")
-    p.add_argument("--models", type=comma_list(models.MODEL_NAMES, what="model"), default=list(models.MODEL_NAMES),
-                   help=f"models, comma-separated, from {', '.join(models.MODEL_NAMES)}")
+                   help="prepared sets to explain, comma-separated (default: every set under --data-dir that the "
+                        "grid trained a model on)")
+    p.add_argument("--models", type=comma_list(models.MODEL_CHOICES, what="model"), default=None,
+                   help=f"models, comma-separated, from {', '.join(models.MODEL_CHOICES)} (default: the models the "
+                        "grid trained on each set)")
     p.add_argument("--per-class", type=int_at_least(1), default=PER_CLASS, help="test chips explained per class")
     p.add_argument("--method", default=METHOD, choices=list(METHODS), help="pytorch-grad-cam method")
     p.add_argument("--imbalance", default=CELL_IMBALANCE, choices=engine.IMBALANCE,
@@ -295,40 +309,6 @@ def clean_stale(output_dir, exp_dir):
             print(f"grad_cams: could not remove stale temporaries under {folder} ({err})")
 
 
-def sets_to_explain(args, report):
-    """The prepared sets to explain (none when there is no grid); every problem goes to report()."""
-    data_dir, output_dir = Path(args.data_dir), Path(args.output_dir)
-    available = sets.prepared_sets(data_dir)
-    requested = args.datasets or available
-    for s in [s for s in requested if s not in available]:
-        report(f"no prepared set '{s}' under {data_dir} (no {data_dir / s / sets.MANIFEST}): {PREP_HINT}, or "
-               "pass --data-dir")
-    if not available:
-        report(f"no prepared sets under {data_dir} (no <set>/{sets.MANIFEST}): {PREP_HINT}, or pass --data-dir")
-        return []
-    if not (output_dir / runs.RUNS).is_dir():
-        report(f"no grid under {output_dir} (no {output_dir / runs.RUNS}): run python test_models.py "
-               f"--output-dir {output_dir} first, or pass --output-dir where it wrote its records")
-        return []
-    return [s for s in requested if s in available]
-
-
-def find_jobs(args, set_names, report):
-    """[(set, model, cell folder, how it was chosen)] of the cells to explain (each printed with its choice); a
-    missing cell goes to report()."""
-    jobs = []
-    for set_name in set_names:
-        for model_name in args.models:
-            cell, msg, how = find_cell(args.output_dir, set_name, model_name, args.imbalance, args.train_seed,
-                                       args.lr)
-            if msg:
-                report(msg)
-            else:
-                tqdm.write(f"grad_cams: {set_name}/{model_name}: explaining {cell} ({how})")
-                jobs.append((set_name, model_name, cell, how))
-    return jobs
-
-
 def select_all(args, jobs, report):
     """{set: (chosen manifest rows in class order, {path: native region and its source}, the indices of the
     chips scored with ROAD)} for every set with a job; the same chips for every model of a set."""
@@ -443,6 +423,18 @@ def print_summary(result, n_sets, args, exp_dir, seconds):
             print(f"  - {m}")
 
 
+def explain_and_write(args, jobs, selections, device, exp_dir, report, result):
+    """Explain every job into a staging folder and, when anything was explained, replace the previous run's
+    outputs in exp_dir with this run's (cam_outputs.commit); fills `result`, returns the figure records."""
+    with cam_outputs.staged(exp_dir) as stage:
+        rows, records = explain_all(args, jobs, selections, device, stage, report)
+        result["maps"] = {(s, m): rec["maps"] for s, recs in records.items() for m, rec in recs.items()}
+        if rows:
+            result["scores"], result["summary"], result["road"] = write_outputs(rows, records, args, stage)
+            cam_outputs.commit(stage, exp_dir)
+    return records
+
+
 def main(args):
     """Explain every (prepared set, model trained on it) pair found. Returns a dict: scores, summary and road
     (DataFrames), maps {(set, model): (N, S, S)}, selection {set: [paths]}, problems (messages)."""
@@ -457,17 +449,21 @@ def main(args):
         problems.append(msg)
         tqdm.write(f"grad_cams: {msg}")
 
+    def note(msg):
+        tqdm.write(f"grad_cams: {msg}")
+
     result = {"scores": pd.DataFrame(columns=SCORE_COLUMNS), "summary": pd.DataFrame(),
               "road": pd.DataFrame(columns=ROAD_COLUMNS), "maps": {}, "selection": {}, "problems": problems}
-    jobs = find_jobs(args, sets_to_explain(args, report), report)
+    plan = explain_plan(args.data_dir, args.output_dir, args.datasets, args.models, report, note)
+    jobs = check_manifests(find_jobs(plan, args, report), args.data_dir, args.output_dir, report, note)
     selections = select_all(args, jobs, report)
     result["selection"] = {s: [r["path"] for r in chosen] for s, (chosen, *_) in selections.items()}
-    rows, records = explain_all(args, jobs, selections, device, exp_dir, report)
-    result["maps"] = {(s, m): rec["maps"] for s, recs in records.items() for m, rec in recs.items()}
-    if not rows:
-        print("grad_cams: nothing explained" + (f" ({len(problems)} problems above)" if problems else ""))
+    records = explain_and_write(args, jobs, selections, device, exp_dir, report, result) if jobs else {}
+    if not len(result["scores"]):
+        kept = f"; the outputs of an earlier run in {exp_dir} are left as they were" \
+            if cam_outputs.owned_files(exp_dir) else ""
+        print("grad_cams: nothing explained" + (f" ({len(problems)} problems above)" if problems else "") + kept)
         return result
-    result["scores"], result["summary"], result["road"] = write_outputs(rows, records, args, exp_dir)
     print_summary(result, len(records), args, exp_dir, time.time() - start)
     return result
 
@@ -477,4 +473,5 @@ if __name__ == "__main__":
         if not len(main(get_args_parser().parse_args())["scores"]):
             raise SystemExit(1)
 
-    run_main("grad_cams.py", explain, kept="the maps and tables of the models finished so far are kept")
+    run_main("grad_cams.py", explain, kept="the outputs of the previous run are left as they were (this run's are "
+             "written only once every model is explained)")
