@@ -470,7 +470,11 @@ def main(args):
 
 if __name__ == "__main__":
     def explain():
-        if not len(main(get_args_parser().parse_args())["scores"]):
+        try:
+            result = main(get_args_parser().parse_args())
+        except data.ChipReadError as e:  # a damaged prepared set: the message names the chip and the fix
+            raise SystemExit(f"grad_cams.py: {e}") from None
+        if not len(result["scores"]):
             raise SystemExit(1)
 
     run_main("grad_cams.py", explain, kept="the outputs of the previous run are left as they were (this run's are "

@@ -8,9 +8,11 @@ OpenSARShip-like set is prepared beside it but has no model in the grid.
 """
 import itertools
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -186,3 +188,20 @@ def test_figure_is_written_atomically(tmp_path):
     path = tmp_path / "cam_grid_fusar.png"
     cam_figures.plot_set_grid("fusar", _records(2, ("Cargo",), 1), 1, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.listdir(tmp_path) == [path.name]
+
+
+# ---------------------------------------------------------------------------------------------- case 6
+def test_a_damaged_chip_stops_the_run_naming_the_file(grid, tmp_path):
+    # the manifest is unchanged (the model's check passes), but a test chip on disk is truncated and no decoded
+    # cache remains: the run stops naming that chip and the fix, exit status 1, no traceback, nothing written
+    data_dir = tmp_path / "prepared"
+    shutil.copytree(grid / "prepared", data_dir, ignore=shutil.ignore_patterns(".cache"))
+    chip = sorted((data_dir / "fusar" / "test").rglob("*.png"))[0]
+    chip.write_bytes(chip.read_bytes()[:40])
+    exp = tmp_path / "exp"
+    proc = subprocess.run([sys.executable, "grad_cams.py", "--output-dir", str(grid), "--data-dir", str(data_dir),
+                           "--exp-dir", str(exp), "--per-class", "1", "--device", "cpu", "--road-chips", "0"],
+                          cwd=Path(grad_cams.__file__).parent, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and str(chip) in proc.stderr and "dataset_prep.py --force" in proc.stderr
+    assert not exp.exists() or not any(exp.rglob("*.csv"))
