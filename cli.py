@@ -52,8 +52,8 @@ def comma_list(valid=None, cast=str, what="value"):
     return parse
 
 
-def int_at_least(least):
-    """argparse type: an integer >= least."""
+def int_at_least(least, most=None):
+    """argparse type: an integer >= least (and <= most, when given)."""
 
     def parse(text):
         try:
@@ -62,6 +62,8 @@ def int_at_least(least):
             raise argparse.ArgumentTypeError(f"expected integers (at least {least}), got {text!r}") from None
         if value < least:
             raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most}, got {value}")
         return value
 
     return parse
@@ -107,20 +109,41 @@ def add_shared(parser, *names, **defaults):
         parser.add_argument(flag, **spec)
 
 
+def duration_text(seconds):
+    """A duration as progress lines print it: '42 s', '3 min 07 s', '1 h 05 min'."""
+    seconds = round(seconds)
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else \
+        f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
 INTERRUPTED = 130  # the exit status of a process stopped by Ctrl-C (128 + SIGINT), as shells report it
+TERMINATED = 143  # 128 + SIGTERM: what a batch system (SLURM at preemption or its time limit) sends first
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it stops as after Ctrl-C: what it holds is released (a cell's
+    lease) and what it finished is kept (resume.py keeps a cell's epoch checkpoint)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def run_main(name, entry, kept="what was finished is kept (every file is written atomically)", cleanup=None):
     """Run `entry()` (a script's main) as `name`: Ctrl-C stops it with "<name>: interrupted; <kept>; rerun the
-    same command to resume" on stderr and exit status 130, not a traceback. Exit status 0 when `entry` returns
-    (a script with another status raises SystemExit itself). `cleanup()` runs however it ends."""
+    same command to resume" on stderr and exit status 130, SIGTERM likewise ("terminated", 143), not a traceback.
+    Exit status 0 when `entry` returns (a script with another status raises SystemExit itself). `cleanup()` runs
+    however it ends."""
+    import signal
     import sys
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         entry()
-    except KeyboardInterrupt:
-        print(f"\n{name}: interrupted; {kept}; rerun the same command to resume", file=sys.stderr)
-        raise SystemExit(INTERRUPTED) from None
+    except KeyboardInterrupt as stop:
+        how, status = ("terminated", TERMINATED) if isinstance(stop, Terminated) else ("interrupted", INTERRUPTED)
+        print(f"\n{name}: {how}; {kept}; rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(status) from None
     finally:
         if cleanup is not None:
             cleanup()

@@ -34,8 +34,10 @@ process, nothing here does anything and a run is exactly the single-process one.
 - rank 0 alone writes (records, checkpoints, tables, figures, report) and prints; the standard output of
   the other ranks goes to /dev/null and their progress bars are off; errors (stderr) still show. (The decoded
   split cache of data.py may be written by any rank: atomically, the same bytes.) A rank that dies makes
-  torchrun stop the others; the cell being trained leaves only its hidden temporary folder, which the next
-  run removes before it trains the cell again.
+  torchrun stop the others; the cell being trained leaves only its hidden working folder, from whose epoch
+  checkpoint the next run resumes it (resume.py: rank 0 takes the cell's lease and writes the checkpoint, with
+  every rank's random generators, all_gather; every rank reads it back). Resuming needs the same number of
+  processes: with another, the cell is trained again from its first epoch.
 
 A grid shard k/n is cells[k-1::n] over the deterministic cell order (training set x model x imbalance x
 seed, as given): n jobs with k = 1..n cover the grid exactly once, whatever n; a shard with no cell says so
@@ -186,6 +188,15 @@ def broadcast(obj):
     box = [obj if is_main() else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather(obj):
+    """Every rank's `obj` (any picklable object), in rank order, on every rank: [obj] in one process."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def rank_slice():

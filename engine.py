@@ -12,7 +12,8 @@ training split, w_c = N / (K n_c): the weights average to 1 over the training sa
 same total weight); sampler (each epoch draws N training chips with replacement, every class equally likely:
 data.balanced_sample_weights; the loss is plain); focal (focal loss, gamma 2, with the same class weights as
 alpha). Seeding: seed_everything right before a model is built, cell_generators for the data order and the
-augmentation, so a cell depends only on its seed.
+augmentation, so a cell depends only on its seed; generator_states / set_generator_states save and restore all of
+them between epochs (resume.py: a killed cell resumes exactly).
 """
 
 import os
@@ -254,6 +255,14 @@ class Selection:
         return {"select": self.mode, "epoch": self.epoch, "val_f1_macro": self.score, "patience": self.patience,
                 "stopped_early": self.stopped_early}
 
+    def state_dict(self):
+        """What an epoch checkpoint keeps of the selection (resume.py); mode and patience come from the args."""
+        return {"epoch": self.epoch, "score": self.score, "state": self.state, "stopped_early": self.stopped_early}
+
+    def load_state_dict(self, state):
+        self.epoch, self.score, self.state = state["epoch"], state["score"], state["state"]
+        self.stopped_early = state["stopped_early"]
+
 
 # ------------------------------------------------------------------------------------------------------------
 # seeds and devices
@@ -268,6 +277,38 @@ def cell_generators(seed):
     """Two independent CPU generators from the seed: data order (and sampler), augmentation."""
     order_seed, aug_seed = np.random.SeedSequence(seed).generate_state(2)
     return torch.Generator().manual_seed(int(order_seed)), torch.Generator().manual_seed(int(aug_seed))
+
+
+def generator_states(generators, device):
+    """The state of every random generator a cell draws from: torch's global one (dropout; CUDA's too on a GPU),
+    NumPy's and Python's global ones (seeded by seed_everything), and `generators` ({name: torch.Generator or
+    None}: the data order and the augmentation). Tensors, numbers and strings only: torch.load(weights_only=True)
+    reads them back."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()  # ("MT19937", 624 uint32 words, ...)
+    version, internal, gauss_next = random.getstate()  # (3, 625 ints below 2**32, None or a float)
+    states = {"torch": torch.get_rng_state(),
+              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                        "has_gauss": int(has_gauss), "gauss": float(gauss)},
+              "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                         "gauss_next": gauss_next},
+              "generators": {name: g.get_state() for name, g in generators.items() if g is not None}}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_generator_states(states, generators, device):
+    """Put back what generator_states saved: every later draw is the one the saved run would have made."""
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
+    for name, g in generators.items():
+        if g is not None:
+            g.set_state(states["generators"][name])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def resolve_device(name):

@@ -51,6 +51,7 @@ Choices and why:
 """
 import argparse
 import hashlib
+import pickle
 import socket
 import statistics
 import threading
@@ -82,6 +83,10 @@ READ_TIMEOUT_S = 60.0  # a download that stalls this long is abandoned (partial 
 
 class WeightsUnavailableError(RuntimeError):
     """ImageNet weights are neither in the torch hub cache nor downloadable from here."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint.pt that is missing, cannot be read, or is not one of this project's; the message names it."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -354,7 +359,7 @@ def _rebuild_frozen(ckpt, path):
         model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights=ident["weights"])
     if state_sha1(model.backbone.named_parameters()) != ident["parameters_sha1"]:
         how = f"seed {ident['seed']}" if ident["weights"] == "none" else f"the {ident['weights']} weights file"
-        raise ValueError(f"{path}: the frozen {ckpt['model_name']} backbone rebuilt from {how} is not the one "
+        raise CheckpointError(f"{path}: the frozen {ckpt['model_name']} backbone rebuilt from {how} is not the one "
                          "this cell was trained with (its parameters' sha1 differs: another torch/torchvision "
                          "version, or another weights file); retrain the cell (test_models.py --force)")
     model.head.load_state_dict(ckpt["head"])
@@ -362,24 +367,46 @@ def _rebuild_frozen(ckpt, path):
     return model
 
 
+def _load_whole(ckpt):
+    """The model of a checkpoint that saved its whole state_dict."""
+    model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights="none")
+    state = dict(ckpt["model"])
+    for prefix in ("module.", "_orig_mod."):  # saved from a DistributedDataParallel or torch.compile wrapper
+        consume_prefix_in_state_dict_if_present(state, prefix)
+    model.load_state_dict(state)
+    return model
+
+
 def load_trained(checkpoint_path, map_location="cpu"):
     """(model in eval mode, checkpoint dict) from a grid checkpoint (`checkpoint`). A model saved whole is
     built with weights="none" and loaded; a frozen one is rebuilt from its weights' identity (ImageNet weights
-    must then be in the torch cache: WeightsUnavailableError says where) and its head loaded."""
-    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    must then be in the torch cache: WeightsUnavailableError says where) and its head loaded. A file that is
+    missing, damaged or not such a checkpoint: CheckpointError naming it."""
+    try:
+        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{checkpoint_path} is missing") from None
+    # a damaged file fails in torch.load with many types: EOFError (empty), KeyError or UnpicklingError (not a
+    # pickle), RuntimeError (a truncated zip archive), OSError (unreadable)
+    except (OSError, EOFError, KeyError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
+        first_line = (str(e).splitlines() or [""])[0]
+        raise CheckpointError(f"{checkpoint_path} cannot be read ({type(e).__name__}: {first_line})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{checkpoint_path} is not a checkpoint of this project (it holds a "
+                              f"{type(ckpt).__name__}, test_models.py writes a dict)")
     missing = [k for k in ("model_name", "classes") if k not in ckpt]
     if missing or not ("model" in ckpt or "head" in ckpt):
-        raise ValueError(f"{checkpoint_path} is not a checkpoint of this project: keys "
-                         f"{missing or ['model or head']} are missing (test_models.py writes model_name, classes, "
-                         "and model or head, ...)")
-    if "head" in ckpt:
-        model = _rebuild_frozen(ckpt, checkpoint_path)
-    else:
-        model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights="none")
-        state = dict(ckpt["model"])
-        for prefix in ("module.", "_orig_mod."):  # saved from a DistributedDataParallel or torch.compile wrapper
-            consume_prefix_in_state_dict_if_present(state, prefix)
-        model.load_state_dict(state)
+        raise CheckpointError(f"{checkpoint_path} is not a checkpoint of this project: keys "
+                              f"{missing or ['model or head']} are missing (test_models.py writes model_name, "
+                              "classes, and model or head, ...)")
+    try:
+        model = _rebuild_frozen(ckpt, checkpoint_path) if "head" in ckpt else _load_whole(ckpt)
+    except (CheckpointError, WeightsUnavailableError):
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # other names, shapes or classes: damaged or edited
+        first_line = (str(e).splitlines() or [""])[0]
+        raise CheckpointError(f"{checkpoint_path} does not fit the {ckpt['model_name']} it names "
+                              f"({type(e).__name__}: {first_line})") from None
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     return model.eval(), ckpt

@@ -4,6 +4,7 @@
     folder = runs.cell_dir("demo", ("fusar", "cnn", "none", 42))    # demo/runs/fusar/cnn/none/seed42
     for folder, record in runs.find_records("demo"): ...             # finished cells, in grid order
     runs.write_atomic(path, lambda tmp: frame.to_csv(tmp))           # readers see the old file or the new one
+    runs.check_writable(output_dir)                                  # NotWritableError, at a stage's start
 
 Layout under a grid folder (test_models.py --output-dir):
     runs/<train_set>/<model>/<imbalance>/lr<lr>/seed<k>/   one finished cell: record.json, checkpoint.pt,
@@ -12,11 +13,13 @@ A cell is (train_set, model, imbalance, lr, seed); the learning rate is written 
 (lr0.001, lr0.0001, lr3e-05). Records of the earlier layout, runs/<train_set>/<model>/<imbalance>/seed<k>/ (before
 the learning rate was a grid axis), are found too and marked LEGACY: they were made with the study's protocol
 (stored batch-norm statistics, the last epoch, no validation split) and the tables never mix them silently.
-A cell is finished when its folder exists: it is built in a hidden sibling (.seed<k>.tmp-<suffix>) and renamed
-into place (publish). Temporary names end in -<host>-<pid>-<8 hex> (temp_suffix): unique per process, and they
-say whose they are, so clean_stale removes those of dead processes on this host and leaves another machine's
-alone (a shared file system may hold a run still working elsewhere). Hidden temporaries:
-    runs/.../.seed<k>.tmp-*      a cell being built        runs/.../.seed<k>.old-*    a record being replaced
+A cell is finished when its folder exists: it is built in the cell's working folder .seed<k>.tmp-train/ (a
+stable name, so that a rerun resumes it from its epoch checkpoint; its lease says which run trains it: resume.py,
+leases.py) and renamed into place (publish). Other temporary names end in -<host>-<pid>-<8 hex> (temp_suffix):
+unique per process, and they say whose they are, so clean_stale removes those of dead processes on this host and
+leaves another machine's alone (a shared file system may hold a run still working elsewhere); it never removes a
+working folder (the run that takes the cell's lease clears it). Hidden temporaries:
+    runs/.../.seed<k>.tmp-train  a cell being trained      runs/.../.seed<k>.old-*    a record being replaced
     runs/.../seed<k>/.complete-* test sets being added     <folder>/.<name>.tmp-*     a file being written
 """
 
@@ -47,7 +50,22 @@ KEYS = ("train_set", "model", "imbalance", "lr", "seed")  # a cell, in grid orde
 
 
 class RecordError(Exception):
-    """A record.json that cannot be read; the message names the cell and the fix."""
+    """A record.json (or another file of a finished cell) that cannot be read; the message names the cell folder and
+    the fix."""
+
+    @classmethod
+    def damaged(cls, folder, problem):
+        return cls(f"{problem}: delete the cell folder {folder} and rerun test_models.py to train that cell again")
+
+
+class NotWritableError(Exception):
+    """An output folder that cannot be made or written (check_writable); the message names it and why."""
+
+
+# What the readers of a record (test_models.py, tables.py, report.py, calibration.py) rely on: a record.json lacking
+# a field, or holding another type, was damaged or edited by hand, and would stop them with a KeyError.
+RECORD_FIELDS = {"train_set": str, "model": str, "imbalance": str, "seed": int, "classes": list, "test_sets": object}
+RECORD_TYPES = {**RECORD_FIELDS, "args": dict, "protocol": dict, "history": list}  # those present, of the right type
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -102,12 +120,18 @@ def read_record(folder):
     and `protocol` LEGACY."""
     path = Path(folder) / RECORD
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise RecordError(f"cannot read {path} ({type(e).__name__}: {e}): delete the folder {folder} and rerun "
-                          "test_models.py to train that cell again") from None
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8 (an empty or zeroed file included)
+        raise RecordError.damaged(folder, f"cannot read {path} ({type(e).__name__}: {e})") from None
     if not isinstance(record, dict):
-        raise RecordError(f"{path} is not a record of test_models.py: delete the folder {folder} and rerun it")
+        raise RecordError.damaged(folder, f"{path} is not a record of test_models.py (a JSON {type(record).__name__})")
+    missing = [k for k in RECORD_FIELDS if k not in record]
+    wrong = [f"{k} ({type(record[k]).__name__})" for k, kind in RECORD_TYPES.items()
+             if k in record and not isinstance(record[k], kind)]
+    if missing or wrong:
+        problem = "; ".join(([f"lacks {', '.join(missing)}"] if missing else [])
+                            + ([f"has the wrong type of {', '.join(wrong)}"] if wrong else []))
+        raise RecordError.damaged(folder, f"{path} {problem}")
     if "protocol" not in record:
         record["protocol"] = {"name": LEGACY, "bn_recalibrate": "off", "select": "last", "val": False,
                               "epoch": record.get("args", {}).get("epochs")}
@@ -186,13 +210,31 @@ def write_json_atomic(path, obj):
     write_text_atomic(path, json_text(obj))
 
 
+def check_writable(folder):
+    """Make `folder` (and its parents) and write and remove a probe file in it, so that a read-only, misnamed or
+    full output folder stops a stage at its start, not after hours of training. Raises NotWritableError."""
+    folder = Path(folder)
+    probe = temp_path(folder / "write-probe")  # a name clean_stale removes, should this process die right here
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as e:
+        if folder.exists() and not folder.is_dir():
+            raise NotWritableError(f"the output folder {folder} is a file, not a folder") from None
+        blocker = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else e.strerror
+        raise NotWritableError(f"the output folder {folder} cannot be made or written ({why})") from None
+
+
 def publish(tmp, final, tag):
     """Rename a finished temporary folder into place; an older one (--force) is moved aside first, so at every
     instant `final` is either the old complete folder, absent, or the new complete folder."""
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old{tag}"
+    old = final.parent / f".{final.name}.old{tag}"
+    try:
         os.rename(final, old)
+    except FileNotFoundError:  # the usual case: nothing to replace
+        old = None
     os.rename(tmp, final)
     if old is not None:
         shutil.rmtree(old)

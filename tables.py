@@ -96,6 +96,19 @@ class ShipGroups:
         return [found[p] for p in paths]
 
 
+def read_predictions(folder, test_set):
+    """A cell's predictions_<test_set>.csv; runs.RecordError naming the cell folder when it is missing or damaged."""
+    path = Path(folder) / f"predictions_{test_set}.csv"
+    try:
+        pred = pd.read_csv(path, keep_default_na=False, dtype={"path": str, "true": str, "pred": str})
+    except (OSError, ValueError) as e:  # missing, empty (pandas' EmptyDataError) or not CSV (ParserError)
+        raise runs.RecordError.damaged(folder, f"cannot read {path} ({type(e).__name__}: {e})") from None
+    missing = [c for c in ("path", "true", "pred") if c not in pred]
+    if missing:
+        raise runs.RecordError.damaged(folder, f"{path} lacks the column(s) {', '.join(missing)}")
+    return pred
+
+
 def score_records(records, n_boot, data_dir):
     """(score rows, prediction frames) of every record and test set; intervals from a ship bootstrap."""
     groups = ShipGroups(data_dir)
@@ -103,8 +116,7 @@ def score_records(records, n_boot, data_dir):
     scores, predictions = [], []
     for folder, rec in records:
         for test_set in sorted(rec["test_sets"], key=test_order.index):
-            pred = pd.read_csv(folder / f"predictions_{test_set}.csv", keep_default_na=False,
-                               dtype={"path": str, "true": str, "pred": str})
+            pred = read_predictions(folder, test_set)
             cell = {k: rec[k] for k in KEYS if k != "test_set"}
             cell = {"test_set": test_set, **cell, "protocol": rec["protocol"]["name"]}
             row = {**cell, **metrics.score_row(pred["true"], pred["pred"], rec["classes"]), **protocol_row(rec)}

@@ -33,11 +33,17 @@ Outputs, under --output-dir (runs.py owns the layout, tables.py the tables):
         confusion_<test_set>.csv / .png               predictions; confusion matrices
     scores.csv, predictions.csv, results.txt, figures/    rebuilt from every record found (tables.py)
 
-Rerunning skips finished cells (--force retrains them). A run killed mid-cell leaves only its hidden temporary
-folder, removed by the next run. A finished cell whose record lacks a requested test set (or whose test set
-was prepared again since) is evaluated from its checkpoint and its record completed; a finished cell trained
-with other settings (epochs, bn-recalibrate, ...) or on another version of its training set stops the run: rerun with
---force, or use another --output-dir.
+Rerunning skips finished cells (--force retrains them); a finished cell whose record lacks a requested test set
+(or whose test set was prepared again since) is evaluated from its checkpoint; one trained with other settings or
+on another version of its training set stops the run (--force, or another --output-dir). A killed cell (Ctrl-C,
+kill -9, a preempted job) resumes from its last epoch checkpoint (resume.py: weights, optimiser, every random
+generator, the selection; written once --checkpoint-every seconds of training have passed, 0: every epoch), on
+the CPU bitwise as if never stopped. Runs sharing an --output-dir (job-array tasks, nodes) train each cell once:
+a run skips the cells whose lease another live run holds (leases.py; a dead run's lease is taken over at once on
+its host, after --lease-timeout seconds without a heartbeat elsewhere). Checked before the first cell trains
+(grid_checks.py): --output-dir can be written, every model runs at --img-size (cnn 8 px, VGG 32 px), every
+training set has two classes. A damaged record.json, checkpoint.pt or chip is a message naming the file and the
+fix; a full disk, one saying what ran out and how much a cell needs.
 
 Imbalance strategies (--imbalance; engine.py): none; weighted (cross-entropy weighted by inverse class
 frequency, w_c = N / (K n_c)); sampler (class-balanced sampling with replacement); focal (focal loss, gamma 2,
@@ -76,12 +82,15 @@ import data
 import distributed
 import engine
 import features
+import grid_checks
+import leases
+import resume
 import runs
 import sets
 import tables
-from cli import HelpFormatter, add_shared, comma_list, float_in, int_at_least, run_main
-from models import (MODEL_CHOICES, MODEL_NAMES, WEIGHT_CHOICES, WeightsUnavailableError, build_model, checkpoint,
-                    load_trained, state_sha1)
+from cli import HelpFormatter, add_shared, comma_list, duration_text, float_in, int_at_least, run_main
+from models import (MODEL_CHOICES, MODEL_NAMES, WEIGHT_CHOICES, CheckpointError, WeightsUnavailableError, build_model,
+                    checkpoint, load_trained, state_sha1)
 
 # The study's recipe (docs/reference-study.md): Adam, lr 0.001, 10 epochs, batch 64, 224 x 224, horizontal flip,
 # ImageNet weights for VGG and ResNet, one seed, no rebalancing.
@@ -94,7 +103,7 @@ WEIGHTS = "imagenet"
 SEEDS = [0, 1, 2]  # three seeds (the study: one, --seeds 42); the split's own seed is dataset_prep.py's
 IMBALANCE = ["none"]
 # Everything but these args is part of a cell's identity (tables.TRAIN_SETTINGS decides what must match).
-NOT_CELL_ARGS = ("force", "aggregate_only", "shard", "bootstrap")
+NOT_CELL_ARGS = ("force", "aggregate_only", "shard", "bootstrap", "checkpoint_every", "lease_timeout")
 
 
 def add_speed_flags(parser):
@@ -129,16 +138,17 @@ def get_args_parser(add_help=True):
                         help="models, comma-separated")
     parser.add_argument("--imbalance", type=comma_list(engine.IMBALANCE, what="strategy"), default=IMBALANCE,
                         help=f"imbalance strategies, comma-separated, from {', '.join(engine.IMBALANCE)}")
-    parser.add_argument("--seeds", type=comma_list(cast=int_at_least(0), what="seed"), default=SEEDS,
-                        help="seeds, comma-separated (integers >= 0)")
+    parser.add_argument("--seeds", type=comma_list(cast=int_at_least(0, 2**32 - 1), what="seed"), default=SEEDS,
+                        help="seeds, comma-separated (integers from 0 to 2**32 - 1, NumPy's range)")
     parser.add_argument("--epochs", type=int_at_least(1), default=EPOCHS, help="training epochs per cell")
     parser.add_argument("--batch-size", type=int_at_least(2), default=BATCH_SIZE,
                         help="the global batch: under torchrun each of the N processes trains on batch / N "
                              "chips a step (N must divide it)")
-    parser.add_argument("--lr", type=comma_list(cast=float_in(0, float("inf"), low_open=True), what="rate"),
-                        default=LR, help="Adam learning rates, comma-separated: a grid axis (runs/.../lr<lr>/)")
+    positive = float_in(0, float("inf"), low_open=True, high_open=True)  # finite and > 0: nan, inf and 0 refused
+    parser.add_argument("--lr", type=comma_list(cast=positive, what="rate"), default=LR,
+                        help="Adam learning rates, comma-separated: a grid axis (runs/.../lr<lr>/)")
     parser.add_argument("--img-size", type=int_at_least(1), default=IMG_SIZE,
-                        help="every chip is resized whole to this square")
+                        help="every chip is resized whole to this square (cnn: 8 px or more, VGG: 32)")
     parser.add_argument("--bn-recalibrate", default="on", choices=("on", "off"),
                         help="on: batch-norm statistics recomputed over the training split with the weights they "
                              "are used with, after every epoch (precise BN); off: the running averages training "
@@ -159,6 +169,7 @@ def get_args_parser(add_help=True):
                         help="run only the K-th of N disjoint slices of the grid's cells (cells[K-1::N]), "
                              "e.g. one per job of a SLURM array; the final tables come from --aggregate-only "
                              "once every shard is done")
+    resume.add_flags(parser)  # --checkpoint-every, --lease-timeout
     parser.add_argument("--force", action="store_true", help="retrain cells that are already finished")
     parser.add_argument("--bootstrap", type=int_at_least(0), default=tables.N_BOOTSTRAP, metavar="N",
                         help="resamples of the ship bootstrap behind every 95 %% interval in scores.csv (all chips "
@@ -244,9 +255,10 @@ def epoch_checks(model, cell, cache, args, device, precision, has_val):
     return distributed.broadcast(out)
 
 
-def train_cell(cell, model, arrays, images, labels, cache, args, device, precision, has_val):
-    """Train a fresh model in place: every epoch, then precise batch-norm statistics (--bn-recalibrate on), the
-    eval-mode checks, and the selection; the kept epoch's weights are loaded at the end.
+def train_cell(cell, model, arrays, images, labels, cache, args, device, precision, has_val, work):
+    """Train a fresh model in place: every epoch (after the last one an interrupted run saved in `work`), then
+    precise batch-norm statistics (--bn-recalibrate on), the eval-mode checks, the selection and the epoch
+    checkpoint (resume.py); the kept epoch's weights are loaded at the end.
     Returns (history, seconds, class weights, selection)."""
     train_set, _, imbalance, lr, _ = cell
     optimizer = engine.make_optimizer(model, lr)
@@ -256,15 +268,15 @@ def train_cell(cell, model, arrays, images, labels, cache, args, device, precisi
     batches = training_batches(cell, arrays, images, labels, args)
     layers = engine.bn_layers(model) if args.bn_recalibrate == "on" else []
     selection = engine.Selection(args.select or ("best" if has_val else "last"), args.patience)
-    history = []
-    start = time.perf_counter()  # the training time includes computing cached backbone features
+    progress = resume.Progress(work, model, optimizer, scaler, batches, selection)  # the clock starts here:
+    history = progress.history  # the training time includes computing cached backbone features
     # frozen backbones: the head trains on backbone features computed once per chip and view, replaying
     # the same draws (features.py); every other model trains whole
     net, batches = cache.features.wrap(model, batches, (train_set, "train"))
     net = distributed.wrap(net, device)  # `net` itself in one process, DDP under torchrun
     if args.compile:
         net = torch.compile(net)
-    for epoch in range(1, args.epochs + 1):
+    for epoch in progress.epochs(args.epochs):  # the state is saved after each, and restored after a kill
         loss, acc = engine.train_one_epoch(net, criterion, optimizer, scaler, batches, device, precision,
                                            f"{runs.cell_name(cell)} epoch {epoch}/{args.epochs}")
         engine.recalibrate_bn(model, layers, in_order(images, labels, args), device, precision)
@@ -277,7 +289,7 @@ def train_cell(cell, model, arrays, images, labels, cache, args, device, precisi
         distributed.broadcast_buffers(model)  # every rank evaluates the model rank 0 saves (batch-norm stats)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return history, time.perf_counter() - start, weights, selection
+    return history, progress.seconds(), weights, selection
 
 
 def fresh_model(cell, classes, images, labels, args, device, precision):
@@ -298,26 +310,21 @@ def fresh_model(cell, classes, images, labels, args, device, precision):
 
 
 def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
-    """Train one cell from scratch and write its record folder atomically; returns the record."""
+    """Train one cell under its lease in its working folder, from the last epoch an interrupted run finished
+    (resume.CellWork; leases.Held: another run has it), and publish its record folder; returns the record."""
     train_set, model_name, imbalance, lr, seed = cell
-    final = runs.cell_dir(args.output_dir, cell)
-    tag = runs.temp_suffix()
-    tmp = final.parent / f".{final.name}.tmp{tag}"
-    if distributed.rank() == 0:  # under torchrun rank 0 alone writes
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-    try:
+    with resume.CellWork(cell, args, manifests[train_set], device) as work:  # under torchrun rank 0 alone writes
         arrays, images, labels = cache.get(train_set, "train")
         classes, has_val = arrays.classes, sets.has_split(Path(args.data_dir) / train_set, "val")
         model, init_sha1, frozen_note = fresh_model(cell, classes, images, labels, args, device, precision)
         history, train_seconds, weights, selection = train_cell(cell, model, arrays, images, labels, cache, args,
-                                                                device, precision, has_val)
+                                                                device, precision, has_val, work)
         a = runs.cell_args(args, cell, test_sets, NOT_CELL_ARGS)
         if distributed.rank() == 0:  # `model` is the module inside DDP: no "module." prefix
             torch.save(checkpoint(model, model_name, classes, args.img_size, args.weights, seed, a),
-                       tmp / runs.CHECKPOINT)
+                       work.dir / runs.CHECKPOINT)
         start = time.perf_counter()
-        results = evaluate_sets(model, tmp, runs.cell_name(cell), test_sets, classes, cache, args, device,
+        results = evaluate_sets(model, work.dir, runs.cell_name(cell), test_sets, classes, cache, args, device,
                                 precision)
         record = {
             "train_set": train_set, "model": model_name, "imbalance": imbalance, "lr": lr, "seed": seed,
@@ -336,12 +343,7 @@ def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
             if cache.features.applies(model, args.augment) else None,
             "test_sets": results, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        if distributed.rank() == 0:
-            (tmp / runs.RECORD).write_text(runs.json_text(record))
-            runs.publish(tmp, final, tag)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        work.publish(record)
     return record
 
 
@@ -352,7 +354,10 @@ def complete_record(folder, cell, record, missing, cache, manifests, args, devic
     replaced last: an interruption leaves the old record valid, and it lists only test sets whose files are
     complete. Under torchrun every rank evaluates its share (evaluate_sets) and rank 0 alone writes.
     """
-    model, _ = load_trained(folder / runs.CHECKPOINT, map_location=device)
+    try:
+        model, _ = load_trained(folder / runs.CHECKPOINT, map_location=device)
+    except (CheckpointError, WeightsUnavailableError) as e:
+        raise SystemExit(grid_checks.checkpoint_failure(e, folder, cell, missing)) from None
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     tmp = folder / f".complete{runs.temp_suffix()}"
@@ -363,27 +368,15 @@ def complete_record(folder, cell, record, missing, cache, manifests, args, devic
         start = time.perf_counter()
         results = evaluate_sets(model, tmp, runs.cell_name(cell), missing, record["classes"], cache, args,
                                 device, precision)
-        record["eval_seconds"] = round(record["eval_seconds"] + time.perf_counter() - start, 3)
+        record["eval_seconds"] = round(record.get("eval_seconds", 0) + time.perf_counter() - start, 3)
         for path in tmp.iterdir() if main else ():
             path.replace(folder / path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     record["test_sets"].update(results)
-    record["manifests"].update({s: manifests[s] for s in missing})
+    record.setdefault("manifests", {}).update({s: manifests[s] for s in missing})
     if main:
         runs.write_text_atomic(folder / runs.RECORD, runs.json_text(record))
-
-
-def check_finished(record, args, cell, manifests):
-    """Stop if a finished cell was trained with other settings or on another version of its training set."""
-    differ = [f"{k}={record['args'].get(k)!r} (now {getattr(args, k)!r})" for k in tables.TRAIN_SETTINGS
-              if record["args"].get(k) != getattr(args, k)]
-    train_set = cell[0]
-    if record.get("manifests", {}).get(train_set) != manifests[train_set]:
-        differ.append(f"the {train_set} set was prepared again since (its manifest.csv changed)")
-    if differ:
-        raise SystemExit(f"runs/{runs.cell_name(cell)} is finished but was trained with {'; '.join(differ)}: "
-                         "rerun with --force to retrain it, or choose another --output-dir")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -398,7 +391,7 @@ def finished_cells(cells, args, manifests):
         raise SystemExit(str(e)) from None
     finished = distributed.broadcast(finished)  # under torchrun every rank follows rank 0's view
     for cell, record in finished.items():  # before anything trains: fail fast
-        check_finished(record, args, cell, manifests)
+        grid_checks.check_finished(record, args, cell, manifests)
     return finished
 
 
@@ -420,7 +413,7 @@ def run_grid(cells, finished, test_sets, manifests, args, device, precision):
     cache = data.SplitCache(args.data_dir, args.img_size, device, args.num_workers, on_disk=args.cache_on_disk,
                             feature_cache=feature_cache)
     env = engine.environment(device)
-    todo, durations = len(cells) - len(finished), []
+    todo, durations, held = len(cells) - len(finished), [], []
     for index, cell in enumerate(cells, 1):
         if cell in finished:
             record = finished[cell]
@@ -437,9 +430,13 @@ def run_grid(cells, finished, test_sets, manifests, args, device, precision):
             record = run_cell(cell, args, test_sets, cache, manifests, device, precision, env)
         except WeightsUnavailableError as e:
             raise SystemExit(str(e)) from None
+        except leases.Held as e:  # another run trains (or has finished) this cell: on with the next one
+            print(f"[{index}/{len(cells)}] {runs.cell_name(cell)}: {e}; skipped", flush=True)
+            held.append(e)
+            continue
         durations.append(time.perf_counter() - start)
-        left = todo - len(durations)
-        eta = f"about {_duration(np.mean(durations) * left)} left" if left else "grid trained"
+        left = todo - len(durations) - len(held)
+        eta = f"about {duration_text(np.mean(durations) * left)} left" if left else "grid trained"
         last = record["history"][-1]
         tests = ", ".join(f"{t} {r['metrics']['accuracy']:.1f}/{r['metrics']['f1_macro']:.1f}"
                           for t, r in record["test_sets"].items())
@@ -448,6 +445,8 @@ def run_grid(cells, finished, test_sets, manifests, args, device, precision):
               f"{record['train_seconds']:.1f} s, loss {last['loss']:.3f}, train acc {last['accuracy']:.1f} "
               f"(eval mode {last['train_eval_accuracy']:.1f}); kept epoch {kept['epoch']} ({kept['select']}); "
               f"test acc/macro-F1 {tests} | {len(durations)}/{todo} trained, {eta}", flush=True)
+    leases.report_held(held)
+    return held
 
 
 def aggregate(args):
@@ -458,6 +457,7 @@ def aggregate(args):
 
 
 def main(args):
+    grid_checks.check_output(args)  # a folder that cannot be written stops the run now, not after a cell trained
     if distributed.env_rank() == 0:
         runs.clean_stale(args.output_dir)
     if args.aggregate_only:  # under torchrun rank 0 alone rebuilds the tables
@@ -466,10 +466,7 @@ def main(args):
     distributed.local_batch(args.batch_size, distributed.world_size())  # --batch-size is the global batch
     precision = engine.Precision(args.amp, device)
     train_sets, test_sets, manifests = sets.grid_sets(args.data_dir, args.datasets, args.test_sets)
-    no_val = [s for s in train_sets if not sets.has_split(Path(args.data_dir) / s, "val")]
-    if args.select == "best" and no_val:
-        raise SystemExit(f"--select best needs a validation split, and {', '.join(no_val)} has none: prepare it "
-                         "with dataset_prep.py --val-size 0.1 (the default), or use --select last")
+    n_classes = grid_checks.check_grid(args, train_sets)  # --img-size per model, two classes, --select best
     grid = list(itertools.product(train_sets, args.models, args.imbalance, args.lr, args.seeds))
     cells = distributed.shard_cells(grid, args.shard)
     if not cells:
@@ -480,17 +477,20 @@ def main(args):
     describe_grid(args, train_sets, test_sets, grid, cells, len(cells) - len(finished), device, precision)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
-    run_grid(cells, finished, test_sets, manifests, args, device, precision)
-    # with --shard: the tables of the records found so far; the final ones come from --aggregate-only
-    return aggregate(args) if distributed.is_main() else None
-
-
-def _duration(seconds):
-    seconds = round(seconds)
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else \
-        f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+    try:
+        held = run_grid(cells, finished, test_sets, manifests, args, device, precision)
+        if held and not runs.find_records(args.output_dir):
+            return None  # every cell is another run's: that run writes the tables
+        # with --shard: the tables of the records found so far; the final ones come from --aggregate-only
+        return aggregate(args) if distributed.is_main() else None
+    except data.ChipReadError as e:  # a damaged prepared set: the message names the chip and the fix
+        raise SystemExit(str(e)) from None
+    except (OSError, RuntimeError) as e:  # a full disk (torch.save: "unexpected pos"), a folder made read-only
+        grid_checks.stop_on_write_failure(e, args, n_classes)
+        raise
 
 
 if __name__ == "__main__":
     run_main("test_models.py", lambda: main(get_args_parser().parse_args(sys.argv[1:])),
-                   kept="finished cells are kept", cleanup=distributed.teardown)
+             kept="finished cells, and the last epoch checkpoint of the cell in training, are kept",
+             cleanup=distributed.teardown)

@@ -202,12 +202,13 @@ def test_missing_checkpoint_grid_set_and_chips(grid, tmp_path, capsys):
     cnn = grid_dir / "runs/fusar/cnn/none/lr0.001"
     cnn.mkdir(parents=True)
     os.symlink(root / "runs/fusar/cnn/none/lr0.001/seed0", cnn / "seed0")        # a finished cell
+    record = json.loads((root / "runs/fusar/cnn/none/lr0.001/seed0/record.json").read_text())
     vgg = grid_dir / "runs/fusar/vgg/none/lr0.001/seed0"
     vgg.mkdir(parents=True)
-    (vgg / "record.json").write_text("{}")                          # finished, but its checkpoint is gone
+    (vgg / "record.json").write_text(json.dumps({**record, "model": "vgg"}))  # finished, its checkpoint gone
     resnet = grid_dir / "runs/fusar/resnet/none/lr0.001/seed0"
     resnet.mkdir(parents=True)
-    (resnet / "record.json").write_text("{}")
+    (resnet / "record.json").write_text(json.dumps({**record, "model": "resnet"}))
     (resnet / "checkpoint.pt").write_bytes(b"truncated")                 # a copy that was interrupted
     args = grad_cams.get_args_parser().parse_args([
         "--output-dir", str(grid_dir), "--data-dir", str(root / "prepared"), "--exp-dir", str(tmp_path / "exp"),
