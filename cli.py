@@ -116,6 +116,17 @@ def duration_text(seconds):
         f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def writable(folder, flag, create=True):
+    """Stop (SystemExit, naming the folder, the flag and the fix) unless `folder` can be written: made when
+    missing (create=True: runs.check_writable), else only checked (runs.check_creatable)."""
+    import runs  # the one owner of what an output folder must allow
+
+    try:
+        (runs.check_writable if create else runs.check_creatable)(folder)
+    except runs.NotWritableError as e:
+        raise SystemExit(f"{e}: choose another {flag}, or make this one writable") from None
+
+
 INTERRUPTED = 130  # the exit status of a process stopped by Ctrl-C (128 + SIGINT), as shells report it
 TERMINATED = 143  # 128 + SIGTERM: what a batch system (SLURM at preemption or its time limit) sends first
 

@@ -87,7 +87,7 @@ import sets
 import ship_xml
 import splits
 from archives import DataError, is_archive, open_tree
-from cli import HelpFormatter, float_in, int_at_least, run_main
+from cli import HelpFormatter, float_in, int_at_least, run_main, writable
 from sets import MANIFEST_COLUMNS, MIXED, SETS, SUMMARY_JSON, SUMMARY_TXT
 
 # Defaults. The study's: Cargo, Fishing, Tanker; Patch_Uint8 co-polarised chips; 20 % of each class for testing.
@@ -293,7 +293,9 @@ def main(args):
     out = Path(args.output_dir)
     progress = sys.stderr.isatty()
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    if args.synthetic:  # a file in the way, or a read-only disk, stops the run now
+        writable(Path(args.raw_dir) / "synthetic", "--raw-dir", create=False)
+    writable(out, "--output-dir")  # made here
     work = out / ".prep-tmp"
     if work.exists():
         shutil.rmtree(work)  # left by an interrupted run

@@ -96,7 +96,7 @@ import sets
 from cam_cells import check_manifests, explain_plan, find_jobs
 from cam_cells import find_cell  # noqa: F401 - re-exported: grad_cams.find_cell is how callers have named it
 from cam_figures import overlay, plot_on_ship, plot_set_grid
-from cli import HelpFormatter, add_shared, comma_list, float_in, int_at_least, run_main
+from cli import HelpFormatter, add_shared, comma_list, float_in, int_at_least, run_main, writable
 from cam_scores import APPROXIMATE_SOURCES, CHIP_COLUMNS, ROAD_COLUMNS, SCALING_NOTE, road_indices, score_model
 from cam_scores import road_summary, summarise
 from ship_regions import native_region, region_to_hull, resize_region
@@ -440,6 +440,7 @@ def main(args):
     (DataFrames), maps {(set, model): (N, S, S)}, selection {set: [paths]}, problems (messages)."""
     start = time.time()
     exp_dir = exp_dir_of(args)
+    writable(exp_dir, "--exp-dir" if args.exp_dir is not None else "--output-dir", create=False)
     clean_stale(args.output_dir, exp_dir)
     device = engine.resolve_device(args.device)
     torch.manual_seed(args.seed)

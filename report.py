@@ -79,7 +79,7 @@ import pandas as pd
 import protocols
 from cam_section import image_lines, section_calibration, section_gradcam
 import runs
-from cli import HelpFormatter, add_shared, int_at_least, run_main
+from cli import HelpFormatter, add_shared, int_at_least, run_main, writable
 from effect_figures import plot_imbalance_effects
 from effects_section import (BASELINE, EFFECTS_CSV, add_paired_intervals, baseline_gaps, imbalance_arms,
                              imbalance_metrics, section_imbalance, section_transfer, transfer_arms)
@@ -438,6 +438,7 @@ def clean_stale(output_dir):
 
 
 def main(args):
+    writable(args.output_dir, "--output-dir", create=False)  # report.md goes there: say so before any work
     clean_stale(args.output_dir)
     try:
         path = build_report(args.output_dir, args.data_dir, args.exp_dir, args.bootstrap, args.pool)

@@ -227,6 +227,18 @@ def check_writable(folder):
         raise NotWritableError(f"the output folder {folder} cannot be made or written ({why})") from None
 
 
+def check_creatable(folder):
+    """check_writable without making anything: `folder`, or the nearest of its parents that exists, is a folder
+    this process may write into (for stages that make their output folder only once they have something to put
+    there). Raises NotWritableError."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at worst
+    if not existing.is_dir():
+        raise NotWritableError(f"the output folder {folder} is a file, not a folder" if existing == folder else
+                               f"the output folder {folder} cannot be made ({existing} is a file, not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NotWritableError(f"the output folder {folder} cannot be made or written ({existing} is read-only)")
+
 def publish(tmp, final, tag):
     """Rename a finished temporary folder into place; an older one (--force) is moved aside first, so at every
     instant `final` is either the old complete folder, absent, or the new complete folder."""
