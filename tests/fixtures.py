@@ -19,6 +19,7 @@ Scores (expected_scores): the scores.csv row of one set of predictions, recomput
 metrics.py), so that tests check the grid's metrics against an independent computation.
 """
 
+import csv
 import hashlib
 import json
 import math
@@ -243,3 +244,14 @@ def md_row(text, first_cells):
     lines = [line for line in text.splitlines() if line.startswith(prefix)]
     assert len(lines) == 1, f"expected one row starting {prefix!r}, found {lines}"
     return [c.strip() for c in lines[0].strip("|").split("|")]
+
+
+def manifest(set_dir):
+    """A prepared set's manifest.csv as a list of dicts (strings, as written)."""
+    with open(Path(set_dir) / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def tree_bytes(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}

@@ -1,6 +1,5 @@
 """dataset_prep.py end to end: splits, leakage, the merged set, reruns, bad input, the synthetic demo."""
 
-import csv
 import hashlib
 import io
 import shutil
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from fixtures import GRD_V1, ZIPS, real, write_fusar
+from fixtures import GRD_V1, ZIPS, manifest, real, tree_bytes, write_fusar
 
 import archives
 import dataset_prep
@@ -28,13 +27,6 @@ def run(argv):
     return dataset_prep.main(dataset_prep.get_args_parser().parse_args([str(a) for a in argv]))
 
 
-def manifest(set_dir):
-    with open(Path(set_dir) / "manifest.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def tree_bytes(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 def check_set(set_dir):

@@ -8,10 +8,9 @@ file and rebuilt (--verify: by content too), and a damaged chip names itself whe
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
-from fixtures import small_synthetic_raw, write_fusar, write_tiny_prepared
+from fixtures import manifest, small_synthetic_raw, tree_bytes, write_fusar, write_tiny_prepared
 
 import data
 import dataset_prep
@@ -21,13 +20,6 @@ def run(*argv):
     return dataset_prep.main(dataset_prep.get_args_parser().parse_args([str(a) for a in argv]))
 
 
-def manifest(set_dir):
-    with open(Path(set_dir) / "manifest.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def tree_bytes(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
