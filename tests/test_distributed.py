@@ -301,3 +301,39 @@ def test_empty_shard_says_so_and_succeeds(prepared, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "shard 5/5 has no cells: the grid has 2, fewer than 5 shards; nothing to do" in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_killed_torchrun_resumes_every_rank_bitwise_from_rank_0s_epoch_checkpoint(prepared, tmp_path):
+    # Rank 0 writes the epoch checkpoint, with every rank's generator states; on a rerun every rank reads it.
+    # The whole job is killed (agent and workers, SIGKILL, as a preempted node) once epoch 1 is saved; the
+    # resumed cell must end bitwise as the uninterrupted 2-process run of the same cell.
+    if not Path("/proc/self/environ").is_file():
+        pytest.skip("finds the torchrun workers through /proc (Linux)")
+    flags = ("--models", "cnn", "--epochs", "3", "--checkpoint-every", "0", "--bootstrap", "0")
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    stdout, stderr = finish(torchrun(prepared, whole, *flags), whole, timeout=300)
+    assert "resuming" not in stdout, stderr[-2000:]
+    epoch = killed / "runs/fusar/cnn/none/lr0.001/.seed42.tmp-train/epoch.pt"
+    job = torchrun(prepared, killed, *flags)
+    deadline = time.monotonic() + 150
+    try:
+        while not epoch.is_file():
+            assert job.poll() is None and time.monotonic() < deadline, "the run ended before epoch 1 was saved"
+            time.sleep(0.01)
+        for pid in worker_pids(str(killed)).values():
+            os.kill(pid, signal.SIGKILL)
+        job.kill()
+    finally:
+        finish(job, killed, timeout=60)
+    assert not (killed / "runs/fusar/cnn/none/lr0.001/seed42").exists()
+    assert torch.load(epoch, weights_only=True)["epoch"] in (1, 2)
+    rerun = torchrun(prepared, killed, *flags)
+    stdout, stderr = finish(rerun, killed, timeout=300)
+    assert rerun.returncode == 0, stderr[-3000:]
+    assert "runs/fusar/cnn/none/lr0.001/seed42: resuming after epoch" in stdout and "took over the lease" in stdout
+    a, b = (f / "runs/fusar/cnn/none/lr0.001/seed42" for f in (killed, whole))
+    assert (a / "predictions_fusar.csv").read_bytes() == (b / "predictions_fusar.csv").read_bytes()
+    wa, wb = (load_trained(f / "checkpoint.pt")[0].state_dict() for f in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wb)
+    ha, hb = (json.loads((f / "record.json").read_text())["history"] for f in (a, b))
+    assert ha == hb  # every epoch's loss and accuracy, the two epochs before the kill included
