@@ -145,3 +145,13 @@ def stop_on_write_failure(err, args, n_classes):
     message = write_failure(err, args.output_dir, args.models, n_classes)
     if message is not None:
         raise SystemExit(message) from None
+
+
+def stop_on_tables_failure(err, output_dir):
+    """A failed write of the tables (a full disk, a quota, a folder made read-only) as a SystemExit naming the file
+    and the fix; any other error is left to propagate."""
+    if isinstance(err, OSError) and err.errno in SPACE_ERRORS | DENIED_ERRORS:
+        raise SystemExit(f"writing the tables failed: {err.filename or output_dir} ({err.strerror}); free some space "
+                         f"or make {output_dir} writable, then rerun python test_models.py --aggregate-only "
+                         f"--output-dir {output_dir} (the records under runs/ are untouched, and every table is "
+                         "written atomically: the earlier ones stand)") from None

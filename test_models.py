@@ -454,6 +454,9 @@ def aggregate(args):
         return tables.aggregate(args.output_dir, n_boot=args.bootstrap)
     except runs.RecordError as e:
         raise SystemExit(str(e)) from None
+    except OSError as e:  # a full disk, a folder made read-only: a message, not a traceback
+        grid_checks.stop_on_tables_failure(e, args.output_dir)
+        raise
 
 
 def main(args):

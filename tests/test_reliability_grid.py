@@ -270,6 +270,27 @@ def test_full_disk_says_what_ran_out_and_what_a_cell_needs(prepared, tmp_path):
     assert not (out / CELL).exists()
 
 
+def test_tables_on_a_full_disk_say_so_and_keep_the_earlier_ones(prepared, tmp_path):
+    """--aggregate-only when the disk fills while the tables are written (a 4 KB file-size limit: predictions.csv
+    cannot be written): a message naming the file and the fix; the earlier tables stand."""
+    out = tmp_path / "out"
+    run(prepared, out, "--datasets", "fusar", "--test-sets", "fusar")
+    before = (out / "predictions.csv").read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 10, hard))
+    try:
+        with pytest.raises(SystemExit) as e:
+            run(prepared, out, "--aggregate-only")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    message = str(e.value)
+    assert message.startswith("writing the tables failed: ") and str(out) in message, message
+    assert f"--aggregate-only --output-dir {out}" in message and "the earlier ones stand" in message
+    assert (out / "predictions.csv").read_bytes() == before
+
+
 def test_write_failure_tells_space_errors_from_others(tmp_path):
     need = grid_checks.cell_needs("cnn", 3)
     assert need["checkpoint"] == pytest.approx(68.7e6, rel=0.01)  # the 4096 x 4096 head dominates
