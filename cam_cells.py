@@ -184,6 +184,7 @@ def check_manifests(jobs, data_dir, output_dir, report, note):
     test_models.py, against sets.manifest_sha1). Stops (SystemExit, before anything is written) when any cell
     was trained on another preparation; an unreadable record goes to report(), one without hashes to note()."""
     kept, refused, trained_from = [], [], set()
+    current = {s: sets.manifest_sha1(Path(data_dir) / s) for s in dict.fromkeys(job[0] for job in jobs)}
     for job in jobs:
         set_name, model_name, cell, _ = job
         try:
@@ -193,8 +194,7 @@ def check_manifests(jobs, data_dir, output_dir, report, note):
             continue
         manifests = record.get("manifests")
         trained = manifests.get(set_name) if isinstance(manifests, dict) else None
-        set_dir = Path(data_dir) / set_name
-        now = sets.manifest_sha1(set_dir)
+        set_dir, now = Path(data_dir) / set_name, current[set_name]
         if trained is None:
             note(f"{model_name} on {set_name}: {cell / runs.RECORD} has no manifest hash (an earlier record): "
                  f"cannot check that it was trained on the set now in {set_dir}")

@@ -94,7 +94,6 @@ import models
 import runs
 import sets
 from cam_cells import check_manifests, explain_plan, find_jobs
-from cam_cells import find_cell  # noqa: F401 - re-exported: grad_cams.find_cell is how callers have named it
 from cam_figures import overlay, plot_on_ship, plot_set_grid
 from cli import HelpFormatter, add_shared, comma_list, float_in, int_at_least, run_main, writable
 from cam_scores import APPROXIMATE_SOURCES, CHIP_COLUMNS, ROAD_COLUMNS, SCALING_NOTE, road_indices, score_model

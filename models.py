@@ -360,8 +360,8 @@ def _rebuild_frozen(ckpt, path):
     if state_sha1(model.backbone.named_parameters()) != ident["parameters_sha1"]:
         how = f"seed {ident['seed']}" if ident["weights"] == "none" else f"the {ident['weights']} weights file"
         raise CheckpointError(f"{path}: the frozen {ckpt['model_name']} backbone rebuilt from {how} is not the one "
-                         "this cell was trained with (its parameters' sha1 differs: another torch/torchvision "
-                         "version, or another weights file); retrain the cell (test_models.py --force)")
+                              "this cell was trained with (its parameters' sha1 differs: another torch/torchvision "
+                              "version, or another weights file); retrain the cell (test_models.py --force)")
     model.head.load_state_dict(ckpt["head"])
     model.backbone.load_state_dict({**model.backbone.state_dict(), **ckpt["backbone_buffers"]})
     return model

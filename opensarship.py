@@ -52,9 +52,8 @@ from PIL import Image
 
 from archives import (OPENSARSHIP_FOLDERS, READ_ERRORS, SCENE_RE, BadArchiveError, BrokenTree, archive_names,
                       clean_error, is_junk, is_under, open_member, positive_number, scene_name_of)
-from archives import valid_mmsi  # noqa: F401 - part of this module's API, as before ship_xml.py took its use
 from readers import Chip, Listing, Reader
-from ship_xml import Placement, parse_ship_xml, record_values  # noqa: F401 - Placement: this module's API too
+from ship_xml import parse_ship_xml, record_values
 
 NAME = "opensarship"
 PRODUCTS = {"uint8": "Patch_Uint8", "cal": "Patch_Cal", "rgb": "Patch_RGB"}

@@ -214,17 +214,14 @@ def check_writable(folder):
     """Make `folder` (and its parents) and write and remove a probe file in it, so that a read-only, misnamed or
     full output folder stops a stage at its start, not after hours of training. Raises NotWritableError."""
     folder = Path(folder)
+    check_creatable(folder)  # a file in the way, or a read-only parent, named as such
     probe = temp_path(folder / "write-probe")  # a name clean_stale removes, should this process die right here
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"probe")
         probe.unlink()
-    except OSError as e:
-        if folder.exists() and not folder.is_dir():
-            raise NotWritableError(f"the output folder {folder} is a file, not a folder") from None
-        blocker = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
-        why = f"{blocker} is a file, not a folder" if blocker else e.strerror
-        raise NotWritableError(f"the output folder {folder} cannot be made or written ({why})") from None
+    except OSError as e:  # what access() cannot tell: a full disk, a read-only file system, a quota
+        raise NotWritableError(f"the output folder {folder} cannot be made or written ({e.strerror})") from None
 
 
 def check_creatable(folder):
@@ -238,6 +235,7 @@ def check_creatable(folder):
                                f"the output folder {folder} cannot be made ({existing} is a file, not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise NotWritableError(f"the output folder {folder} cannot be made or written ({existing} is read-only)")
+
 
 def publish(tmp, final, tag):
     """Rename a finished temporary folder into place; an older one (--force) is moved aside first, so at every

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from fixtures import write_tiny_prepared
 
+import cam_cells
 import cam_scores
 import data
 import grad_cams
@@ -262,7 +263,7 @@ def _cell(root, path, val=None, checkpoint=True):
 
 
 def test_cell_choice_learning_rate_and_legacy(tmp_path):
-    find = grad_cams.find_cell
+    find = cam_cells.find_cell
     # validation: the highest mean over seeds (lr0.01: 60 and 80 = 70 beats lr0.001: 65 and 66), smallest seed
     _cell(tmp_path, "fusar/cnn/none/lr0.001/seed0", 65.0)
     _cell(tmp_path, "fusar/cnn/none/lr0.001/seed1", 66.0)

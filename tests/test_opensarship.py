@@ -11,7 +11,9 @@ from collections import Counter
 import numpy as np
 from fixtures import DATA, GRD_V1, GRD_V2, SLC_V2, ZIPS, real
 
+import archives
 import opensarship
+import ship_xml
 from archives import open_tree
 
 
@@ -123,12 +125,12 @@ def test_ship_xml_is_parsed_despite_its_defects():
 \t\t<AISShipInformation><MMSI>0</MMSI><Name>X<Y>Z</Name></AISShipInformation>
 \t</ship>
 <\\ShipList>"""
-    records = opensarship.parse_ship_xml(text)
+    records = ship_xml.parse_ship_xml(text)
     assert sorted(records) == [(10, 20), (30, 40)]
     assert records[(10, 20)]["Name"] == "A<B & C" and records[(10, 20)]["MMSI"] == "412000001"
     assert records[(10, 20)]["Head_x"] == "8" and records[(10, 20)]["Length"] == "100"
     assert records[(30, 40)]["Name"] == "X<Y>Z"
-    assert opensarship.valid_mmsi(records[(30, 40)]["MMSI"]) == ""
+    assert archives.valid_mmsi(records[(30, 40)]["MMSI"]) == ""
 
 
 def test_class_names_with_spaces_and_underscores_parse():

@@ -21,6 +21,7 @@ import archives
 import dataset_prep
 import fusar
 import opensarship
+import ship_xml
 from archives import open_tree
 
 OPTIONS = argparse.Namespace(product="uint8", pol="co")
@@ -232,9 +233,9 @@ def test_infinite_and_out_of_range_ship_xml_values_are_notes(tmp_path):
 
 def test_head_or_tail_outside_the_decoded_chip_is_not_written():
     chip = opensarship.Chip(dataset="opensarship", cls="Cargo")
-    chip.geometry = opensarship.Placement(100, 100, None, None, [95, 96], [140, 104])  # tail 40 px from the centre
+    chip.geometry = ship_xml.Placement(100, 100, None, None, [95, 96], [140, 104])  # tail 40 px from the centre
     assert opensarship.chip_coords(chip, 21, 21) == {}
-    chip.geometry = opensarship.Placement(100, 100, None, None, [95, 96], [105, 104])
+    chip.geometry = ship_xml.Placement(100, 100, None, None, [95, 96], [105, 104])
     assert opensarship.chip_coords(chip, 21, 21) == {"head_row": 6, "head_col": 5, "tail_row": 14, "tail_col": 15}
 
 
