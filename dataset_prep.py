@@ -348,7 +348,7 @@ def _prepare(args, out, work, progress):
     # No timings or dates in the written summaries: a rebuild from the same inputs gives identical bytes.
     summary = dict(common, sets=tables, **({"kept": kept} if kept else {}),
                    skipped=dict(sorted(Counter(f"{d}: {r}" for d, _, r, _ in skips).items())),
-                   skipped_items=[{"dataset": d, "source": s, "reason": r, "detail": t} for d, s, r, t in skips])
+                   skipped_items=prep_output.skip_items(skips))
     prep_output.write_summary(work, summary, table + "\n" + splits.format_skips(skips))
     prep_output.swap_in(out, work, produced, kept, all_sets(), removed)
 

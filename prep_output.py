@@ -192,10 +192,15 @@ def write_set_folder(set_dir, items, classes, skips, common, split_names):
             "groups": {s: len({r["group"] for r in rows if r["split"] == s}) for s in split_names}}
     summary = dict(common, set=set_dir.name, **info, files=file_record(set_dir, rows),
                    skipped=dict(sorted(Counter(r for _, _, r, _ in skips).items())),
-                   skipped_items=[{"dataset": d, "source": s, "reason": r, "detail": t} for d, s, r, t in skips])
+                   skipped_items=skip_items(skips))
     table = splits.format_table({set_dir.name: info}, classes)
     write_summary(set_dir, summary, table + "\n" + splits.format_skips(skips))
     return info
+
+
+def skip_items(skips):
+    """Skipped chips (dataset, source, reason, detail) as summary.json lists them (write_union reads them back)."""
+    return [{"dataset": d, "source": s, "reason": r, "detail": t} for d, s, r, t in skips]
 
 
 def write_union(set_dir, parts, classes, common, split_names):
