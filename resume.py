@@ -3,7 +3,7 @@
     with CellWork(cell, args, manifest_sha1, device) as work:  # leases.Held: another run has the cell
         progress = Progress(work, model, optimizer, scaler, batches, selection)
         for epoch in progress.epochs(args.epochs):      # from the epoch after the last one saved
-            ...                                         # train, check, selection.update; saved after each
+            ...                                         # train, check, selection.update; saved when due
         ... write checkpoint.pt, predictions, ... into work.dir ...
         work.publish(record)                            # record.json, then renamed to runs/.../seed<k>
 
@@ -12,7 +12,7 @@ A cell is trained in a working folder with a stable name beside its final place,
         .lease      the run that trains the cell (leases.py): another run skips the cell while it is live
         epoch.pt    the epoch checkpoint: the last finished epoch (EPOCH, below)
         cell/       the record folder being written; renamed to seed<k>/ when complete (runs.publish)
-The epoch checkpoint (torch.save, written atomically after every epoch by rank 0 under torchrun, read back with
+The epoch checkpoint (torch.save, written atomically when due (below) by rank 0 under torchrun, read back with
 torch.load(weights_only=True)) holds the model's state, the optimiser's (Adam's moments and steps), the
 GradScaler's, the epoch, the history so far, the training seconds so far, the selection (engine.Selection: the best
 epoch, its score, and the weights kept of it unless they are the model's own), and the state of every random

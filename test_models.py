@@ -276,7 +276,7 @@ def train_cell(cell, model, arrays, images, labels, cache, args, device, precisi
     net = distributed.wrap(net, device)  # `net` itself in one process, DDP under torchrun
     if args.compile:
         net = torch.compile(net)
-    for epoch in progress.epochs(args.epochs):  # the state is saved after each, and restored after a kill
+    for epoch in progress.epochs(args.epochs):  # saved every --checkpoint-every s, restored after a kill
         loss, acc = engine.train_one_epoch(net, criterion, optimizer, scaler, batches, device, precision,
                                            f"{runs.cell_name(cell)} epoch {epoch}/{args.epochs}")
         engine.recalibrate_bn(model, layers, in_order(images, labels, args), device, precision)
