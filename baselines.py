@@ -39,10 +39,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import data
+import inputs as inputs_module  # `inputs` names the variant in this module's functions
 import metrics
 import runs
 import sets
 from cli import run_main
+from inputs import border_ring  # the sea ring, one owner: the clutter radiometry normalises by it
 
 BASELINES = ("floor", "size_only", "shortcut")
 SIZE_FEATURES = ("ship_length_m", "ship_width_m")
@@ -71,15 +74,6 @@ def size_features(frame):
     x = np.column_stack([pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float) for c in SIZE_FEATURES])
     x[~np.isfinite(x)] = np.nan
     return x.reshape(len(frame), len(SIZE_FEATURES))
-
-
-def border_ring(h, w):
-    """Boolean (h, w) mask of the outer ring: max(1, h // 8) rows top and bottom, max(1, w // 8) columns left and
-    right (the whole chip where the ring covers it)."""
-    bh, bw = max(1, h // 8), max(1, w // 8)
-    ring = np.ones((h, w), dtype=bool)
-    ring[bh:h - bh, bw:w - bw] = False
-    return ring
 
 
 def pixel_stats(image):
@@ -112,6 +106,34 @@ def image_stats(set_dir, rows):
     paths = rows["path"] if isinstance(rows, pd.DataFrame) else [r["path"] for r in rows]
     out = np.array([chip_stats(Path(set_dir) / p) for p in paths], dtype=np.float64)
     return out.reshape(len(paths), len(SHORTCUT_FEATURES))
+
+
+class Views:
+    """The manifest rows and shortcut statistics of a split as one input variant sees it: raw, the PNGs as prepared
+    (native size); another variant, the chips it keeps, at img_size as the models see them (data.load_split)."""
+
+    def __init__(self, data_dir, inputs=None, img_size=None):
+        self.data_dir, self.inputs, self.img_size, self._arrays = Path(data_dir), inputs, img_size, {}
+
+    def _split(self, set_name, split):
+        if (set_name, split) not in self._arrays:
+            self._arrays[set_name, split] = data.load_split(self.data_dir / set_name, split, self.img_size,
+                                                            inputs=self.inputs)
+        return self._arrays[set_name, split]
+
+    def rows(self, set_name, split):
+        frame = split_frame(self.data_dir / set_name, split)
+        if self.inputs is None or not self.inputs.harmonised:
+            return frame
+        return frame[frame["path"].isin(self._split(set_name, split).paths)].reset_index(drop=True)
+
+    def stats(self, set_name, split, rows):
+        if self.inputs is None or not self.inputs.harmonised:
+            return image_stats(self.data_dir / set_name, rows)
+        arrays = self._split(set_name, split)
+        assert list(rows["path"]) == list(arrays.paths)  # rows() kept the same chips in the same order
+        out = np.array([pixel_stats(img) for img in arrays.images], dtype=np.float64)
+        return out.reshape(len(arrays.paths), len(SHORTCUT_FEATURES))
 
 
 def _predictor(model, x, y, floor):
@@ -156,8 +178,8 @@ def _shortcut(ctx):
     # (and the tests a handful), where HistGradientBoosting's 20-sample leaves cannot isolate a class; a forest
     # needs no tuning, scaling or early stopping, and with a fixed random_state and n_jobs=1 it is deterministic.
     model = RandomForestClassifier(n_estimators=N_TREES, class_weight="balanced", random_state=ctx.seed, n_jobs=1)
-    predict = _predictor(model, image_stats(ctx.data_dir / ctx.train_set, ctx.train), ctx.y, ctx.floor)
-    probs = {t: predict(image_stats(ctx.data_dir / t, f)) for t, f in ctx.tests.items()}
+    predict = _predictor(model, ctx.stats(ctx.train_set, "train", ctx.train), ctx.y, ctx.floor)
+    probs = {t: predict(ctx.stats(t, "test", f)) for t, f in ctx.tests.items()}
     info = {"fitted_on": len(ctx.y)}
     if hasattr(model, "estimators_"):
         info["importances"] = dict(zip(SHORTCUT_FEATURES, np.round(model.feature_importances_, 4).tolist()))
@@ -167,8 +189,11 @@ def _shortcut(ctx):
 _FIT = {"floor": _floor, "size_only": _size_only, "shortcut": _shortcut}
 
 
-def fit_predict(data_dir, train_set, test_sets, classes, seed=0, baselines=BASELINES):
+def fit_predict(data_dir, train_set, test_sets, classes, seed=0, baselines=BASELINES, inputs=None, img_size=None):
     """Fit each baseline on the training split of `train_set`, predict the test split of every test set.
+
+    inputs: an input variant other than raw (inputs.Inputs) fits and tests on what a model of that variant sees:
+    the chips it keeps, the shortcut's statistics from its img_size x img_size images (data.load_split).
 
     classes: the grid's sorted class list (sets.set_classes). Returns (results, info): results[baseline][test_set]
     = (paths as in the manifest, true class indices (N,) int, probabilities (N, K) float), rows in manifest order;
@@ -179,15 +204,16 @@ def fit_predict(data_dir, train_set, test_sets, classes, seed=0, baselines=BASEL
     if unknown:
         raise ValueError(f"unknown baselines {unknown}; valid: {', '.join(BASELINES)}")
     data_dir, classes = Path(data_dir), list(classes)
-    train = split_frame(data_dir / train_set, "train")
+    views = Views(data_dir, inputs, img_size)
+    train = views.rows(train_set, "train")
     if not len(train):
         raise ValueError(f"{data_dir / train_set} has no train chips in its manifest.csv")
     y = class_indices(train, classes)
     floor = np.bincount(y, minlength=len(classes)) / len(y)
-    tests = {t: split_frame(data_dir / t, "test") for t in test_sets}
+    tests = {t: views.rows(t, "test") for t in test_sets}
     truth = {t: (f["path"].tolist(), class_indices(f, classes)) for t, f in tests.items()}
     ctx = SimpleNamespace(data_dir=data_dir, train_set=train_set, train=train, y=y, tests=tests, floor=floor,
-                          seed=seed)
+                          seed=seed, stats=views.stats)
     info = {"majority": classes[int(floor.argmax())], "n_train": len(y),
             "train_frequencies": dict(zip(classes, floor.tolist())),
             "features": {"floor": [], "size_only": list(SIZE_FEATURES), "shortcut": list(SHORTCUT_FEATURES)}}
@@ -232,10 +258,12 @@ def grid_cells(output_dir, records, data_dir=None, seed=SEED):
     training split and tested on the test sets the records were tested on, written like a cell
     (<output-dir>/baselines/<train_set>/<baseline>/record.json and predictions_<test_set>.csv, atomically) and
     returned as [(folder, record)]. Kept while the manifests and the seed are the same, refitted otherwise.
-    data_dir: where the prepared sets are (default: the --data-dir the records were trained with)."""
+    data_dir: where the prepared sets are (default: the --data-dir the records were trained with). An input variant
+    other than raw (inputs.py) gets its own baselines, on what its models see: baselines/<train_set>/<inputs>/."""
     out = []
-    for train_set in dict.fromkeys(r["train_set"] for _, r in records):
-        recs = [r for _, r in records if r["train_set"] == train_set]
+    pairs = dict.fromkeys((r["train_set"], r.get("inputs", runs.RAW)) for _, r in records)
+    for train_set, variant in pairs:
+        recs = [r for _, r in records if r["train_set"] == train_set and r.get("inputs", runs.RAW) == variant]
         test_sets = list(dict.fromkeys(t for r in recs for t in r["test_sets"]))
         root = Path(data_dir or recs[0]["args"].get("data_dir", ""))
         try:
@@ -249,26 +277,31 @@ def grid_cells(output_dir, records, data_dir=None, seed=SEED):
             print(f"no baselines for {train_set}: {', '.join(stale)} under {root} was prepared again since the grid "
                   "was trained")
             continue
-        out += _cells(Path(output_dir) / BASELINE_DIR / train_set, train_set, test_sets, recs[0]["classes"],
-                      root, manifests, seed)
+        folder = Path(output_dir) / BASELINE_DIR / train_set / ("" if variant == runs.RAW else variant)
+        view = {"inputs": variant, "img_size": None if variant == runs.RAW else recs[0]["args"].get("img_size")}
+        out += _cells(folder, train_set, test_sets, recs[0]["classes"], root, manifests, seed, view)
     return out
 
 
-def _cells(folder, train_set, test_sets, classes, root, manifests, seed):
-    """The baselines of one training set: read back where they are current, else fitted and written."""
+def _cells(folder, train_set, test_sets, classes, root, manifests, seed, view):
+    """The baselines of one training set and input variant (`view`: {inputs, img_size}): read back where they are
+    current, else fitted and written."""
     found = {}
     for name in BASELINES:
         path = folder / name / runs.RECORD
         if path.is_file():
             record = runs.read_record(path.parent)
-            if record.get("manifests") == manifests and record.get("seed") == seed:
+            if record.get("manifests") == manifests and record.get("seed") == seed and \
+                    record.get("img_size") == view["img_size"]:
                 found[name] = (path.parent, record)
     missing = [b for b in BASELINES if b not in found]
     if missing:
-        results, info = fit_predict(root, train_set, test_sets, classes, seed=seed, baselines=missing)
+        spec = inputs_module.Inputs.parse(view["inputs"])
+        results, info = fit_predict(root, train_set, test_sets, classes, seed=seed, baselines=missing, inputs=spec,
+                                    img_size=view["img_size"])
         for name in missing:
             found[name] = _write_cell(folder / name, name, train_set, classes, root, manifests, seed,
-                                      results[name], info)
+                                      results[name], {**info, **view})
     return [found[b] for b in BASELINES]
 
 
@@ -278,7 +311,8 @@ def _write_cell(folder, name, train_set, classes, root, manifests, seed, results
         frame = predictions_frame(paths, true, probs, classes)
         runs.write_atomic(folder / f"predictions_{test_set}.csv",
                           lambda p, f=frame: f.to_csv(p, index=False, float_format="%.6f", lineterminator="\n"))
-    record = {"train_set": train_set, "model": name, "imbalance": IMBALANCE[name], "lr": None, "seed": seed,
+    record = {"train_set": train_set, "model": name, "imbalance": IMBALANCE[name], "inputs": info["inputs"],
+              "img_size": info["img_size"], "lr": None, "seed": seed,
               "split_seed": sets.split_seed(Path(root) / train_set), "classes": list(classes),
               "args": {"data_dir": str(root)}, "history": [],
               "protocol": {"name": "baseline", "bn_recalibrate": "-", "select": "-", "epoch": None,

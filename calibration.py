@@ -31,7 +31,7 @@ from cli import run_main
 BINS = 15
 CALIBRATION_CSV = "calibration.csv"
 FIGURE_DIR = "figures/reliability"   # under the grid folder: <cell path under runs/>/reliability_<test_set>.png
-COLUMNS = ["train_set", "model", "imbalance", "lr", "seed", "protocol", "test_set", "n", "accuracy",
+COLUMNS = ["train_set", "model", "imbalance", "inputs", "lr", "seed", "protocol", "test_set", "n", "accuracy",
            "confidence", "ece", "bins", "figure"]
 
 

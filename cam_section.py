@@ -100,13 +100,15 @@ def section_calibration(output_dir, report_dir):
         return lines + ["No predictions to measure.", ""]
     runs.write_atomic(output_dir / calibration.CALIBRATION_CSV,
                       lambda p: table.drop(columns=["figure"]).to_csv(p, index=False, lineterminator="\n"))
-    per = table.groupby(["train_set", "model", "protocol"], sort=False)["ece"].agg(["mean", "min", "max", "size"])
+    raw = table[table["inputs"].fillna(runs.RAW) == runs.RAW]  # the study's inputs; calibration.csv has every variant
+    per = raw.groupby(["train_set", "model", "protocol"], sort=False)["ece"].agg(["mean", "min", "max", "size"])
     rows = [[t, m, p, fmt(r["mean"]), f"{fmt(r['min'])} – {fmt(r['max'])}", str(int(r["size"]))]
             for (t, m, p), r in per.iterrows()]
     link = relative(output_dir / calibration.CALIBRATION_CSV, report_dir)
     return lines + [(f"Expected calibration error (percent; {calibration.BINS} equal-width confidence bins) of "
                      "every cell on every test set, from its saved probabilities: the gap between confidence "
-                     "and accuracy. Per cell and test set in "
+                     "and accuracy; the table holds the study's inputs (raw), the csv every input variant. Per "
+                     "cell and test set in "
                      f"[{calibration.CALIBRATION_CSV}]({link})"
                      f", with a reliability diagram each under `{calibration.FIGURE_DIR}/`."), "",
                     md_table(["Train", "Model", "Protocol", "ECE % (mean)", "Range", "Cells x test sets"], rows),

@@ -4,6 +4,8 @@
     train = load_split("data/prepared/fusar", "train", img_size=224)     # SplitArrays
     train.images.shape                                                    # (N, 224, 224) uint8
     print(train.describe())          # 2410 chips at 224 px = 120.9 MB uint8, in RAM (reused .cache/train_...)
+    scaled = load_split("data/prepared/opensarship", "test", 64, inputs="m10-clutter")   # inputs.py's variants
+    scaled.left_out                  # [(path, reason)]: chips without usable pixel spacing
 
 Why not ImageFolder + PIL per epoch: every epoch would decode and resize every PNG again (that is most of the
 run time for the small models). Here each chip is decoded and resized once per prepared split and size, the
@@ -21,8 +23,15 @@ batches touch them, for machines with less RAM than the split. A set folder that
 data) is decoded in memory each run, with a message. A chip the manifest lists that is missing or cannot be
 decoded (a damaged set) raises ChipReadError, whose message names the file and the fix (prepare the set again).
 
-Geometry: the whole chip is resized to S x S (bilinear with antialiasing), for training and testing alike (the
-published code trained on the whole chip and tested on a centre crop of a larger resize).
+Geometry and radiometry: the input variant (inputs.py, `inputs=`). Raw (the default, the study's): the whole chip
+is resized to S x S (bilinear with antialiasing), for training and testing alike (the published code trained on
+the whole chip and tested on a centre crop of a larger resize), so chips of different extents and sensors get
+different metres per pixel. Harmonised (e.g. "m10", "m10-match-clutter"): every chip is resampled from its own
+ground spacing (the manifest's, SLC slant range put on the ground with its incidence angle) to square M-metre
+pixels and centre-cropped or padded with its own border sea to S x S, one field of view for every sensor; a chip
+without usable spacing is left out of the split, with its reason (SplitArrays.left_out). "clutter" radiometry
+(sea-relative dB) needs no spacing and leaves nothing out. Their caches are <split>_<size>_<inputs>_<key>.npy,
+beside the raw <split>_<size>_<key>.npy, and hold the kept chips only (their number is checked on reading).
 
 Augmentation as views: an augmentation mode has a fixed, finite set of views of a chip (NUM_VIEWS: 1 for none,
 identity and horizontal flip for flip, the 8 symmetries of the square for flip+rot90). A batch draws one view
@@ -38,14 +47,16 @@ deterministic.
 import hashlib
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+import inputs as chip_inputs
 import runs
 import sets
 
@@ -67,6 +78,8 @@ class SplitArrays:
     cache_status: str = "off"  # "built" (decoded now), "reused" (read back), "off" (not asked), "unwritable"
     cache_error: str = ""  # why the cache could not be written, when cache_status is "unwritable"
     seconds: float = 0.0  # time spent decoding or reading the cache
+    inputs: str = chip_inputs.RAW  # the input variant's name (inputs.Inputs.name)
+    left_out: list = field(default_factory=list)  # (path, reason) of the split's chips the variant cannot show
 
     @property
     def nbytes(self):
@@ -81,21 +94,35 @@ class SplitArrays:
                "off": f"decoded in {self.seconds:.1f} s, not cached",
                "unwritable": f"decoded in {self.seconds:.1f} s; not cached ({self.cache_error}), so every "
                              "run decodes again: make the set folder writable"}[self.cache_status]
-        return f"{n} chips at {size} px = {self.nbytes / 1e6:.1f} MB uint8, {where} ({how})"
+        line = f"{n} chips at {size} px = {self.nbytes / 1e6:.1f} MB uint8, {where} ({how})"
+        if self.inputs != chip_inputs.RAW:
+            line += f"; inputs {self.inputs}"
+        if self.left_out:
+            reasons = Counter(reason for _, reason in self.left_out)
+            n = len(self.left_out)
+            line += f"; {n} chip{'s' * (n != 1)} left out: " + "; ".join(
+                f"{count} {reason}" for reason, count in reasons.most_common())
+        return line
 
 
 class ChipReadError(Exception):
-    """A chip of a prepared set is missing or cannot be decoded; the message names the file and the fix."""
+    """A chip of a prepared set is missing or cannot be decoded, or a split has no chip an input variant can show;
+    the message names the file and the fix."""
 
 
-def _decode(path, img_size):
+def _decode(path, img_size, inputs=None, chip=None):
+    """One chip at img_size: resized whole (inputs None: raw), or through inputs.transform with `chip` =
+    (spacing, resolution, seed, product)."""
     try:
         with Image.open(path) as im:
             im = im.convert("L")
-            # Pillow's resize antialiases when it shrinks (the filter support widens with the scale), so large
-            # FUSAR chips are averaged down rather than aliased; small OpenSARShip chips are interpolated up.
-            im = im.resize((img_size, img_size), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            if inputs is not None:
+                image = np.asarray(im, dtype=np.uint8)
+            else:
+                # Pillow's resize antialiases when it shrinks (the filter support widens with the scale), so large
+                # FUSAR chips are averaged down rather than aliased; small OpenSARShip chips are interpolated up.
+                im = im.resize((img_size, img_size), Image.Resampling.BILINEAR)
+                return np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise ChipReadError(f"{path}: no such file, but the set's manifest.csv lists it: the prepared set is "
                             "damaged; rerun python dataset_prep.py --force (with the options that prepared it)"
@@ -103,16 +130,20 @@ def _decode(path, img_size):
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # Pillow's decode errors
         raise ChipReadError(f"{path}: cannot decode this chip ({e}): the prepared set is damaged; rerun python "
                             "dataset_prep.py --force (with the options that prepared it)") from None
+    spacing, resolution, seed, product = chip
+    return chip_inputs.transform(image, spacing, resolution, img_size, inputs, seed, product)
 
 
-def decode_files(files, img_size, num_workers=0):
-    """(N, S, S) uint8: every file decoded and resized whole. num_workers > 0 decodes with that many threads
-    (Pillow releases the GIL while it decodes and resizes, so threads scale without the start-up cost of
-    processes); the result does not depend on it."""
+def decode_files(files, img_size, num_workers=0, inputs=None, chips=None):
+    """(N, S, S) uint8: every file decoded and resized whole, or (a harmonised inputs.Inputs) transformed with
+    chips[i] = (spacing, resolution, seed, product). num_workers > 0 decodes with that many threads (Pillow,
+    NumPy and SciPy release the GIL in their loops, so threads scale without the start-up cost of processes);
+    the result does not depend on it."""
     images = np.zeros((len(files), img_size, img_size), np.uint8)  # filled in place: no second copy to stack
+    inputs = inputs if inputs is not None and inputs.harmonised else None
 
     def one(i):
-        images[i] = _decode(files[i], img_size)
+        images[i] = _decode(files[i], img_size, inputs, chips[i] if inputs is not None else None)
 
     if num_workers > 0:
         with ThreadPoolExecutor(max_workers=num_workers) as pool:
@@ -123,9 +154,12 @@ def decode_files(files, img_size, num_workers=0):
     return images
 
 
-def cache_file(set_dir, split, img_size, manifest_sha):
-    """Where the decoded cache of one split at one size lives: <set>/.cache/<split>_<size>_<key>.npy."""
-    return Path(set_dir) / CACHE_DIR / f"{split}_{img_size}_{manifest_sha[:KEY_CHARS]}.npy"
+def cache_file(set_dir, split, img_size, manifest_sha, inputs_name=chip_inputs.RAW):
+    """Where the decoded cache of one split at one size and input variant lives: <set>/.cache/
+    <split>_<size>_<key>.npy for raw inputs (the name caches had before variants), else
+    <split>_<size>_<inputs name>_<key>.npy."""
+    variant = "" if inputs_name == chip_inputs.RAW else f"{inputs_name}_"
+    return Path(set_dir) / CACHE_DIR / f"{split}_{img_size}_{variant}{manifest_sha[:KEY_CHARS]}.npy"
 
 
 def _remove_stale(folder, manifest_sha):
@@ -168,13 +202,47 @@ def _read_cache(path, shape, mmap):
     return images if images.shape == shape and images.dtype == np.uint8 else None
 
 
-def load_split(set_dir, split, img_size, num_workers=0, cache=True, mmap=False):
-    """Every chip of one split of a prepared set, resized whole to img_size x img_size, in manifest order.
+def _as_inputs(inputs):
+    """None, a variant name ("raw", "m10-clutter") or an inputs.Inputs -> inputs.Inputs (ValueError if unknown)."""
+    if inputs is None:
+        return chip_inputs.Inputs()
+    return inputs if isinstance(inputs, chip_inputs.Inputs) else chip_inputs.Inputs.parse(inputs)
 
-    cache=True: read the decoded cache of this manifest and size if there is one, else decode and write it
-    (module docstring). mmap=True: keep the cached array memory-mapped instead of reading it into RAM.
+
+def _keep(rows, variant, set_dir, split):
+    """(rows kept, their transform arguments (spacing, resolution, seed, product) or None for raw, left out as
+    (path, reason)): a harmonised variant leaves out the chips it cannot show. Recomputed from the manifest on
+    every load (cheap), so a cache needs only the number of chips it holds checked."""
+    if not variant.harmonised:
+        return rows, None, []
+    kept, chips, left_out = [], [], []
+    for row in rows:
+        geometry = chip_inputs.geometry_for(row, variant)
+        if isinstance(geometry, str):
+            left_out.append((row["path"], geometry))
+            continue
+        kept.append(row)
+        # the padding's draws are seeded by the chip's own sha1: the same chip gets the same pixels in any split,
+        # set or order
+        seed = int((row.get("sha1") or "0")[:8], 16)
+        chips.append((*geometry, seed, "cal" if row.get("product") == "cal" else "uint8"))
+    if not kept:
+        reasons = "; ".join(f"{n} {r}" for r, n in Counter(r for _, r in left_out).most_common())
+        raise ChipReadError(f"{set_dir}: none of its {len(rows)} {split} chips can be shown as {variant.name} "
+                            f"({reasons}): use other inputs, or prepare the set with the metadata they need")
+    return kept, chips, left_out
+
+
+def load_split(set_dir, split, img_size, num_workers=0, cache=True, mmap=False, inputs=None):
+    """Every chip of one split of a prepared set at img_size x img_size, in manifest order: resized whole (inputs
+    None or "raw"), or as the input variant `inputs` (an inputs.Inputs or its name) shows it, without the chips
+    it leaves out (SplitArrays.left_out).
+
+    cache=True: read the decoded cache of this manifest, size and variant if there is one, else decode and write
+    it (module docstring). mmap=True: keep the cached array memory-mapped instead of reading it into RAM.
     cache=False: decode in memory, touch nothing on disk. The pixels are the same in every case.
     """
+    variant = _as_inputs(inputs)
     set_dir = Path(set_dir)
     if split not in sets.SPLITS:
         raise ValueError(f"split must be one of {', '.join(sets.SPLITS)}, not {split!r}")
@@ -186,16 +254,18 @@ def load_split(set_dir, split, img_size, num_workers=0, cache=True, mmap=False):
     if not rows:
         hint = " with --val-size above 0" if split == "val" else ""
         raise ValueError(f"{set_dir} has no {split} chips in its manifest.csv: rerun python dataset_prep.py{hint}")
+    rows, chips, left_out = _keep(rows, variant, set_dir, split)
     files = [set_dir / row["path"] for row in rows]
     labels = np.array([classes.index(row["class"]) for row in rows], dtype=np.int64)
-    out = SplitArrays(images=None, labels=labels, paths=[row["path"] for row in rows], classes=classes)
+    out = SplitArrays(images=None, labels=labels, paths=[row["path"] for row in rows], classes=classes,
+                      inputs=variant.name, left_out=left_out)
     start = time.perf_counter()
     if cache:
-        out.cache_path = cache_file(set_dir, split, img_size, sha)
-        out.images = _read_cache(out.cache_path, (len(files), img_size, img_size), mmap)
+        out.cache_path = cache_file(set_dir, split, img_size, sha, variant.name)
+        out.images = _read_cache(out.cache_path, (len(files), img_size, img_size), mmap)  # the kept chips' number
         out.cache_status = "reused"
     if out.images is None:
-        out.images = decode_files(files, img_size, num_workers)
+        out.images = decode_files(files, img_size, num_workers, variant, chips)
         if cache:
             try:
                 out.cache_path.parent.mkdir(exist_ok=True)
@@ -344,14 +414,16 @@ class Batches:
 
 class SplitCache:
     """Each split read once per run and moved once to the training device. load_split decodes a split once per
-    prepared set and size into <set>/.cache/ (every later cell and run reads it back); on_disk keeps it
-    memory-mapped there rather than in RAM. `features`: the run's frozen-backbone features (a
-    features.FeatureCache, which the grid's cells share with the splits), or None."""
+    prepared set, size and input variant (`inputs`: None or "raw", an inputs.Inputs or its name) into
+    <set>/.cache/ (every later cell and run reads it back); on_disk keeps it memory-mapped there rather than in
+    RAM. The line printed per split names the variant and the chips it left out. `features`: the run's
+    frozen-backbone features (a features.FeatureCache, which the grid's cells share with the splits), or None."""
 
-    def __init__(self, data_dir, img_size, device, num_workers, on_disk=False, feature_cache=None):
+    def __init__(self, data_dir, img_size, device, num_workers, on_disk=False, feature_cache=None, inputs=None):
         self.data_dir, self.img_size = Path(data_dir), img_size
         self.device, self.num_workers, self.on_disk = device, num_workers, on_disk
         self.features = feature_cache
+        self.inputs = _as_inputs(inputs)
         self._cache = {}
 
     def get(self, set_name, split):
@@ -359,7 +431,7 @@ class SplitCache:
         key = (set_name, split)
         if key not in self._cache:
             arrays = load_split(self.data_dir / set_name, split, self.img_size, self.num_workers,
-                                     mmap=self.on_disk)
+                                mmap=self.on_disk, inputs=self.inputs)
             print(f"{set_name}/{split}: {arrays.describe()}", flush=True)
             images, labels = torch.from_numpy(arrays.images), torch.from_numpy(arrays.labels)
             # pinned host memory: an asynchronous copy, once (not from the memory map: pinning would copy

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+import adaptation
 import runs
 import sets
 import tables
@@ -84,6 +85,14 @@ def check_finished(record, args, cell, manifests):
     if differ:
         raise SystemExit(f"runs/{runs.cell_name(cell)} is finished but was trained with {'; '.join(differ)}: "
                          "rerun with --force to retrain it, or choose another --output-dir")
+
+
+def missing_tests(record, cell, test_sets, manifests):
+    """The test sets a finished cell must still be evaluated on: those its record lacks, those prepared again since,
+    and those between FUSAR-Ship and OpenSARShip without the label-free adaptations (records made before them)."""
+    return [t for t in test_sets if t not in record["test_sets"]
+            or record.get("manifests", {}).get(t) != manifests[t]
+            or (adaptation.applies(cell.train_set, t) and "adaptation" not in record["test_sets"][t])]
 
 
 def checkpoint_failure(err, folder, cell, missing):

@@ -39,6 +39,7 @@ class Chip:
     ship_width_m: str = ""
     spacing_row_m: str = ""
     spacing_col_m: str = ""
+    incidence_deg: str = ""  # OpenSARShip: the ship's incidence angle (Ship.xml Incidence), for SLC slant -> ground
     # Grouping (splits.assign_groups): chips of one acquisition (--group-by scene), the place of a chip
     # without MMSI ("<scene>:<where in it>"), and its position on Earth (links one ship across products).
     acquisition: str = ""

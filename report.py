@@ -22,12 +22,16 @@ figures/*.png; --exp-dir defaults to <output-dir>/Exp_images). Writes into <outp
                                           with their intervals, then the baselines' rows
     report_effects.csv                    the paired differences behind the imbalance and transfer tables
     report_figures/imbalance_effects.png  each strategy minus `none` per seed pair, on the training set's test
+    report_cross_sensor.csv, report_figures/cross_sensor.png   the cross-sensor section's rows (cross_section.py)
 
 The three questions of Awais & Reggiannini (ICEAA 2024), in the order the report answers them:
 1. How well does each model tell Cargo, Fishing and Tanker apart, and does it clear the floor of predicting
    the majority class for every chip?
 2. Does an imbalance strategy help the rare class? Each strategy is compared with `none` seed by seed.
-3. Does a model trained on one dataset work on the other? Train x test heat maps and paired transfer gaps.
+3. Does a model trained on one dataset work on the other? Train x test heat maps and paired transfer gaps; then,
+   between FUSAR-Ship and OpenSARShip, what physical scale, clutter radiometry and label-free adaptation change
+   (cross_section.py: every input variant and adaptation against raw, paired). The other sections hold the
+   study's inputs (raw) without adaptation; cells of other input variants sit under runs/.../<inputs>/lr<lr>/.
 
 Learning rates and protocols (protocols.py): every table shows, per training set, model, imbalance strategy and
 protocol, the learning rate chosen on validation (the grid's rule, tables.selected_lrs: the highest mean
@@ -80,6 +84,7 @@ import protocols
 from cam_section import image_lines, section_calibration, section_gradcam
 import runs
 from cli import HelpFormatter, add_shared, int_at_least, run_main, writable
+from cross_section import section_cross
 from effect_figures import plot_imbalance_effects
 from effects_section import (BASELINE, EFFECTS_CSV, add_paired_intervals, baseline_gaps, imbalance_arms,
                              imbalance_metrics, section_imbalance, section_transfer, transfer_arms)
@@ -293,7 +298,9 @@ def gather(output_dir, data_dir, n_boot=N_BOOTSTRAP, found=None):
     g["counts"] = class_counts(g["manifests"])
     g["rarest"] = rarest_classes(g["counts"], found)
     g["floors"] = majority_floors(g["manifests"])
-    g["per_run"] = per_run = per_run_metrics(found, g["rarest"])
+    # the main sections hold the study's inputs (raw); section_cross (cross_section.py) compares the variants
+    g["raw_found"] = [(folder, rec) for folder, rec in found if rec.get("inputs", runs.RAW) == runs.RAW]
+    g["per_run"] = per_run = per_run_metrics(g["raw_found"], g["rarest"])
     g["shown"] = shown = per_run[per_run["lr_status"] != DROPPED].assign(lr_pair=protocols.pairing_key)
     g["classes"] = classes = sorted({c for _, rec in found for c in rec["classes"]})
     per_class = [f"{c}_{m}" for c in classes for m in ("f1", "recall")]
@@ -404,6 +411,7 @@ def build_report(output_dir, data_dir, exp_dir=None, n_boot=N_BOOTSTRAP, grids=N
     figure_lines = image_lines([figure], output_dir) if len(g["pairs"]) else []
     lines += section_imbalance(g["shown"], g["effects"], g["rarest"], figure_lines, n_boot)
     lines += section_transfer(g["gaps"], heatmap_lines(output_dir, g["shown"]), n_boot)
+    lines += section_cross(output_dir, g["classes"], n_boot, BOOTSTRAP_SEED, output_dir)
     lines += section_gradcam(exp_dir, output_dir)
     lines += section_calibration(output_dir, output_dir)
     lines += section_hardware(g["found"])

@@ -1,7 +1,7 @@
 """The grid's on-disk contract: where cells live, how records are found, and how every stage writes atomically.
 
     import runs
-    folder = runs.cell_dir("demo", ("fusar", "cnn", "none", 42))    # demo/runs/fusar/cnn/none/seed42
+    folder = runs.cell_dir("demo", runs.Cell("fusar", "cnn", "none", "raw", 0.001, 42))  # .../lr0.001/seed42
     for folder, record in runs.find_records("demo"): ...             # finished cells, in grid order
     runs.write_atomic(path, lambda tmp: frame.to_csv(tmp))           # readers see the old file or the new one
     runs.check_writable(output_dir)                                  # NotWritableError, at a stage's start
@@ -9,10 +9,14 @@
 Layout under a grid folder (test_models.py --output-dir):
     runs/<train_set>/<model>/<imbalance>/lr<lr>/seed<k>/   one finished cell: record.json, checkpoint.pt,
                                                            predictions_<test_set>.csv, confusion_<test_set>.csv/.png
-A cell is (train_set, model, imbalance, lr, seed); the learning rate is written with Python's "g" format
-(lr0.001, lr0.0001, lr3e-05). Records of the earlier layout, runs/<train_set>/<model>/<imbalance>/seed<k>/ (before
-the learning rate was a grid axis), are found too and marked LEGACY: they were made with the study's protocol
-(stored batch-norm statistics, the last epoch, no validation split) and the tables never mix them silently.
+    runs/<train_set>/<model>/<imbalance>/<inputs>/lr<lr>/seed<k>/   the same for an input variant other than raw
+                                                           (inputs.py: m10, m10-clutter, ...)
+A cell is Cell(train_set, model, imbalance, inputs, lr, seed); the input variant's level is left out for the
+study's inputs (raw), so grids from before input variants are read and extended as they are. The learning rate is
+written with Python's "g" format (lr0.001, lr0.0001, lr3e-05). Records of the earlier layout,
+runs/<train_set>/<model>/<imbalance>/seed<k>/ (before the learning rate was a grid axis), are found too and marked
+LEGACY: they were made with the study's protocol (stored batch-norm statistics, the last epoch, no validation split)
+and the tables never mix them silently.
 A cell is finished when its folder exists: it is built in the cell's working folder .seed<k>.tmp-train/ (a
 stable name, so that a rerun resumes it from its epoch checkpoint; its lease says which run trains it: resume.py,
 leases.py) and renamed into place (publish). Other temporary names end in -<host>-<pid>-<8 hex> (temp_suffix):
@@ -30,6 +34,7 @@ import shlex
 import shutil
 import socket
 import uuid
+from collections import namedtuple
 from pathlib import Path
 
 from engine import IMBALANCE
@@ -46,7 +51,9 @@ LEGACY = "legacy"  # the protocol of records without one: stored BN statistics, 
 TEMP_SUFFIX = re.compile(r"-(?P<host>[^/]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 # The order every table, figure and report lists cells in: sets and models as the study presents them.
 ORDERS = {"train_set": SETS, "test_set": SETS, "set": SETS, "model": MODEL_CHOICES, "imbalance": IMBALANCE}
-KEYS = ("train_set", "model", "imbalance", "lr", "seed")  # a cell, in grid order
+KEYS = ("train_set", "model", "imbalance", "inputs", "lr", "seed")  # a cell, in grid order
+Cell = namedtuple("Cell", KEYS)
+RAW = "raw"  # the study's inputs (inputs.RAW): cells of this variant keep the layout without an inputs level
 
 
 class RecordError(Exception):
@@ -82,9 +89,11 @@ def lr_name(lr):
 
 
 def cell_name(cell):
-    """(train_set, model, imbalance, lr, seed) -> 'train_set/model/imbalance/lr<lr>/seed<k>'."""
-    train_set, model_name, imbalance, lr, seed = cell
-    return f"{train_set}/{model_name}/{imbalance}/{lr_name(lr)}/seed{seed}"
+    """Cell (train_set, model, imbalance, inputs, lr, seed) -> 'train_set/model/imbalance/lr<lr>/seed<k>' for the
+    study's inputs (raw), 'train_set/model/imbalance/<inputs>/lr<lr>/seed<k>' for another input variant."""
+    train_set, model_name, imbalance, inputs, lr, seed = cell
+    level = "" if inputs == RAW else f"{inputs}/"
+    return f"{train_set}/{model_name}/{imbalance}/{level}{lr_name(lr)}/seed{seed}"
 
 
 def cell_dir(output_dir, cell):
@@ -94,17 +103,18 @@ def cell_dir(output_dir, cell):
 def cell_args(args, cell, test_sets, not_cell_args):
     """The args of one cell, JSON-safe: the grid's args with its axes narrowed to this cell (lists of one, the
     learning rate a number); `not_cell_args`: the grid's args that are no part of a cell (--shard, --force...)."""
-    train_set, model_name, imbalance, lr, seed = cell
+    train_set, model_name, imbalance, inputs, lr, seed = cell
     out = {k: v for k, v in vars(args).items() if k not in not_cell_args}
-    out.update(datasets=[train_set], models=[model_name], imbalance=[imbalance], lr=lr, seeds=[seed],
-               test_sets=list(test_sets))
+    out.update(datasets=[train_set], models=[model_name], imbalance=[imbalance], inputs=[inputs], lr=lr,
+               seeds=[seed], test_sets=list(test_sets))
     return out
 
 
 def cell_command(a):
     """The test_models.py command line that reruns exactly this cell (with --force if it is already finished)."""
     parts = ["python", "test_models.py"]
-    for key in ("data_dir", "output_dir", "datasets", "test_sets", "models", "imbalance", "lr", "seeds", "epochs",
+    for key in ("data_dir", "output_dir", "datasets", "test_sets", "models", "imbalance", "inputs", "lr", "seeds",
+                "epochs",
                 "batch_size", "img_size", "augment", "weights", "bn_recalibrate", "select", "patience", "device",
                 "num_workers", "amp"):
         value = a.get(key)
@@ -136,12 +146,13 @@ def read_record(folder):
         record["protocol"] = {"name": LEGACY, "bn_recalibrate": "off", "select": "last", "val": False,
                               "epoch": record.get("args", {}).get("epochs")}
         record.setdefault("lr", record.get("args", {}).get("lr"))
+    record.setdefault("inputs", RAW)  # records from before input variants: the study's whole-chip resize
     return record
 
 
 def record_cell(record):
-    """The cell key of a record: (train_set, model, imbalance, lr, seed)."""
-    return tuple(record[k] for k in KEYS)
+    """The cell key of a record: Cell(train_set, model, imbalance, inputs, lr, seed)."""
+    return Cell(*(record.get(k, RAW) if k == "inputs" else record[k] for k in KEYS))
 
 
 def sort_key(record):
@@ -151,15 +162,16 @@ def sort_key(record):
         raise RecordError(f"a record.json under runs/ lacks {', '.join(missing)}: it was not written by "
                           "test_models.py; delete its cell folder and rerun test_models.py")
     return (rank(record["train_set"], SETS), rank(record["model"], MODEL_CHOICES),
-            rank(record["imbalance"], IMBALANCE), record["lr"], record["protocol"]["name"] == LEGACY, record["seed"])
+            rank(record["imbalance"], IMBALANCE), rank(record.get("inputs", RAW), [RAW]), record["lr"],
+            record["protocol"]["name"] == LEGACY, record["seed"])
 
 
 def find_records(output_dir):
     """Finished cells under <output_dir>/runs: [(folder, record)] in grid order."""
     runs = Path(output_dir, RUNS)
     paths = [p for p in runs.glob(f"*/*/*/seed*/{RECORD}") if SEED_DIR.match(p.parent.name)]  # legacy layout
-    paths += [p for p in runs.glob(f"*/*/*/lr*/seed*/{RECORD}")
-              if SEED_DIR.match(p.parent.name) and LR_DIR.match(p.parent.parent.name)]
+    paths += [p for pattern in (f"*/*/*/lr*/seed*/{RECORD}", f"*/*/*/*/lr*/seed*/{RECORD}")  # raw, other inputs
+              for p in runs.glob(pattern) if SEED_DIR.match(p.parent.name) and LR_DIR.match(p.parent.parent.name)]
     found = [(path.parent, read_record(path.parent)) for path in paths]
     return sorted(found, key=lambda item: sort_key(item[1]))
 
@@ -284,7 +296,8 @@ def clean_stale(output_dir):
     hidden temporary files of tables, figures, the report and Grad-CAM output."""
     out, runs = Path(output_dir), Path(output_dir, RUNS)
     candidates = [*runs.glob("*/*/*/.seed*"), *runs.glob("*/*/*/seed*/.*"), *runs.glob("*/*/*/lr*/.seed*"),
-                  *runs.glob("*/*/*/lr*/seed*/.*"), *out.glob(".*.tmp-*"),
+                  *runs.glob("*/*/*/lr*/seed*/.*"), *runs.glob("*/*/*/*/lr*/.seed*"),
+                  *runs.glob("*/*/*/*/lr*/seed*/.*"), *out.glob(".*.tmp-*"),
                   *out.glob("*/.*.tmp-*"), *out.glob("*/*/.*.tmp-*"), *out.glob("*/*/*/.*.tmp-*")]
     removed = remove_stale(list(dict.fromkeys(candidates)))
     if removed:

@@ -39,7 +39,7 @@ SUMMARY_JSON, SUMMARY_TXT = "summary.json", "summary.txt"
 MANIFEST_COLUMNS = (
     "path", "dataset", "class", "split", "group", "source", "sha1", "scene", "mmsi", "pol", "product",
     "chip_h", "chip_w", "ship_length_m", "ship_width_m", "spacing_row_m", "spacing_col_m",
-    "head_row", "head_col", "tail_row", "tail_col", "mask",
+    "incidence_deg", "head_row", "head_col", "tail_row", "tail_col", "mask",
 )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 import bootstrap
-from runs import lr_text
+from runs import RAW, lr_text
 
 RUN = ("train_set", "test_set", "model", "imbalance", "protocol", "lr", "seed")
 LEVEL = 0.95
@@ -85,6 +85,16 @@ def read_scores(path):
     return scores.assign(lr=scores["lr"].fillna(""))
 
 
+def view(frame, inputs=RAW, adaptation="none"):
+    """The rows of scores.csv or predictions.csv of one input variant and adaptation (None stays None)."""
+    if frame is None:
+        return None
+    for column, value in (("inputs", inputs), ("adaptation", adaptation)):
+        if column in frame:
+            frame = frame[frame[column].replace("", np.nan).fillna(RAW if column == "inputs" else "none") == value]
+    return frame
+
+
 class Chips:
     """The per-chip predictions of every run (predictions.csv) and its score row (scores.csv), by RUN key.
 
@@ -102,11 +112,14 @@ class Chips:
         self.score_rows = {} if scores is None else {run_key(r): r for r in scores.to_dict("records")}
 
     @classmethod
-    def read(cls, output_dir):
-        """From <output_dir>/predictions.csv and scores.csv (either may be absent)."""
+    def read(cls, output_dir, inputs=RAW, adaptation="none"):
+        """From <output_dir>/predictions.csv and scores.csv (either may be absent): the rows of one input variant
+        and adaptation (default: the study's inputs, unadapted; tables written before those columns hold only
+        them)."""
         path = Path(output_dir, "predictions.csv")
         predictions = pd.read_csv(path, dtype=str, keep_default_na=False) if path.is_file() else None
-        return cls(predictions, read_scores(Path(output_dir, "scores.csv")))
+        return cls(view(predictions, inputs, adaptation), view(read_scores(Path(output_dir, "scores.csv")), inputs,
+                                                               adaptation))
 
     @property
     def usable(self):

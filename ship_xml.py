@@ -81,9 +81,9 @@ class Placement(NamedTuple):
 
 
 def record_values(rec, x, y, figure=False):
-    """The chip fields a record gives ({mmsi, ship_length_m, ship_width_m, latlon, geometry}) for the chip centred
-    on (x, y), and the problems (text) of the values left out. `figure`: a Patch_RGB figure, which has no
-    geometry in chip pixels (its head and tail are not read)."""
+    """The chip fields a record gives ({mmsi, ship_length_m, ship_width_m, incidence_deg, latlon, geometry}) for
+    the chip centred on (x, y), and the problems (text) of the values left out. `figure`: a Patch_RGB figure, which
+    has no geometry in chip pixels (its head and tail are not read)."""
     problems = []
 
     def checked(tag, low=-math.inf, high=math.inf):
@@ -99,6 +99,8 @@ def record_values(rec, x, y, figure=False):
     values = {"mmsi": valid_mmsi(rec.get("MMSI")),
               "ship_length_m": positive_number(rec.get("Length")) or positive_number(rec.get("Length_overall")),
               "ship_width_m": positive_number(rec.get("Width")) or positive_number(rec.get("Breadth_extreme"))}
+    incidence = checked("Incidence", 0, 90)  # degrees; converts an SLC chip's slant-range spacing to ground range
+    values["incidence_deg"] = "" if incidence is None or incidence <= 0 else f"{incidence:g}"
     lat, lon = checked("Center_latitude", -90, 90), checked("Center_longitude", -180, 180)
     values["latlon"] = (lat, lon) if lat is not None and lon is not None else None
     values["geometry"] = None if figure else _placement(rec, x, y, checked, problems)

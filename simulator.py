@@ -4,6 +4,10 @@ synthetic.py plans the datasets and writes them in their real layouts (the OpenS
 synthetic_opensarship.py).
 
 Physics, with sources:
+- Sea backscatter: the mean NRCS of each chip's sea from the wind at the chip, the incidence and the
+  polarisation alone, never from the ship's class: VV from CMOD5.N [Hersbach, ECMWF Tech. Memo. 554, 2008], HH
+  through the polarisation ratio of Thompson et al. [JGR 1998], VH 0.580 U - 35.652 dB [Vachon & Wolfe, IEEE GRSL
+  2011], each over the sensor's noise floor.
 - Sea clutter is K-distributed: intensity mu * T * S, a unit-mean Gamma(nu) texture T, spatially correlated
   (long-wave modulation), times unit-mean Gamma(L) speckle S with the product's number of looks [Ward, Tough &
   Watts, "Sea Clutter", IET 2013, ch. 4; Oliver & Quegan, "Understanding SAR Images", 1998, ch. 4-5]. Its
@@ -12,11 +16,13 @@ Physics, with sources:
   13.9 m azimuth pixels, single look [ESA Sentinel-1 User Handbook, 2013]; Gaofen-3 UFS ~1.12 m x 1.70 m
   pixels, ~3 m resolution, single-look L1A [Hou et al., Sci. China Inf. Sci. 2020 (FUSAR-Ship); Zhang, Remote
   Sens. 2017].
-- Ships: hulls of AIS-like length and beam per class, seen as deck clutter (many weak scatterers: a mean
-  backscatter at 20 m, speckled points at 3 m), a faint hull/sea dihedral outline and class-specific strong
-  scatterers (hatch coamings or container stacks on cargo ships; a centre-line pipe rack, a manifold and a
-  bright aft superstructure on tankers; compact mast, wheelhouse and gear on fishing vessels), the strongest
-  of RCS ~ L^1.5 [RCS grows with ship size: Skolnik, Radar Handbook, 3rd ed., ch. 15].
+- Ships: hulls of AIS-like length and beam per class, seen as deck clutter (many weak scatterers, one sigma0
+  distribution for every class: a mean backscatter at 20 m, speckled points at 3 m), a faint hull/sea dihedral
+  outline and class-specific structures (cargo ships: a periodic row of container bays or hatch coamings, cranes;
+  tankers: a uniform deck with a centre-line pipe rack, a midship manifold, an aft superstructure; compact mast,
+  wheelhouse and gear on fishing vessels), laid out in metres whatever the sensor, so that its resolution decides
+  what survives. The strongest scatterer has RCS ~ L^1.5 [RCS grows with ship size: Skolnik, Radar Handbook, 3rd
+  ed., ch. 15], its level and spread between sightings matched to the real GRD chips (RCS_150M, RCS_SPREAD).
 - Imaging: separable sinc^2 point spread function with a Hamming-type window, hence cross-shaped sidelobes
   [Cumming & Wong, "Digital Processing of SAR Data", 2005, ch. 2]; strong scatterers fluctuate less than
   speckle.
@@ -30,7 +36,12 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy import special
 
-RCS_150M = 4.5e3  # m^2, strongest scatterer of a 150 m ship: tuned so that chips match the real contrast
+# The ship's brightness, matched to the 25 GRD chips of the real sample scenes (shared/data/opensarship): their
+# peak Patch_Cal x pixel area, fitted against log AIS length, is ~2.8e3 m^2 at 150 m and scatters about the fit
+# with an sd of 0.45-0.5 in log10 (robust and plain estimates); the simulated chips give the same on that measure.
+# The exponent of L^1.5 is not checked by them: their lengths (63-304 m, most 130-250 m) fit 0.3 +- 0.8.
+RCS_150M = 3.9e3  # m^2, strongest scatterer of a 150 m ship (the blur spreads it: peak x pixel area is lower)
+RCS_SPREAD = 0.45  # sd of log10 of a ship's overall RCS from one sighting to the next (aspect, trim, load)
 FLICKER = 0.12  # sd of log10 RCS of each scatterer between sightings (aspect, sea state)
 
 
@@ -65,6 +76,59 @@ GRD_SIZE = (16700, 25650)  # (lines, samples) of an IW GRDH scene
 def incidence(x):
     """IW incidence across the swath: ~30.6 deg at near range to ~46 deg at far range (x: GRD sample)."""
     return 30.6 + 15.4 * x / GRD_SIZE[1]
+
+
+# -------------------------------------------------------------------------------- sea backscatter
+# The sea's mean NRCS comes from the wind, the incidence and the polarisation alone, whatever ship sits in the
+# chip: C-band VV from CMOD5.N [Hersbach, "CMOD5.N: A C-band geophysical model function for equivalent neutral
+# wind", ECMWF Tech. Memo. 554, 2008], its 28 published coefficients c1..c28 (c0 pads the 1-based numbering).
+CMOD5N = (0.0, -0.6878, -0.7957, 0.3380, -0.1728, 0.0, 0.0040, 0.1103, 0.0159, 6.7329, 2.7713, -2.2885, 0.4971,
+          -0.7250, 0.0450, 0.0066, 0.3222, 0.0120, 22.7, 2.0813, 3.0, 8.3659, -3.3428, 1.3236, 6.2437, 2.3893,
+          0.3249, 4.1590, 1.6930)
+
+
+def cmod5n(wind, phi_deg, theta_deg):
+    """Linear VV sigma0 of the sea at 10 m neutral wind `wind` (m/s), wind direction relative to the radar look
+    `phi_deg` (0: the radar looks into the wind) and incidence `theta_deg`."""
+    c, x = CMOD5N, (theta_deg - 40.0) / 25.0
+    a0 = c[1] + c[2] * x + c[3] * x**2 + c[4] * x**3
+    a1, a2 = c[5] + c[6] * x, c[7] + c[8] * x
+    gam, s0 = c[9] + c[10] * x + c[11] * x**2, c[12] + c[13] * x
+    s = a2 * wind
+    a3 = 1.0 / (1.0 + math.exp(-max(s, s0)))
+    if s < s0:
+        a3 *= (s / s0) ** (s0 * (1.0 - a3))
+    b0 = a3**gam * 10 ** (a0 + a1 * wind)
+    b1 = c[14] * (1 + x) - c[15] * wind * (0.5 + x - math.tanh(4 * (x + c[16] + c[17] * wind)))
+    b1 /= math.exp(0.34 * (wind - c[18])) + 1.0
+    v0, d1, d2 = c[21] + c[22] * x + c[23] * x**2, c[24] + c[25] * x + c[26] * x**2, c[27] + c[28] * x
+    y0, pn = c[19], c[20]
+    v2 = wind / v0 + 1.0
+    if v2 < y0:
+        v2 = y0 - (y0 - 1) / pn + (v2 - 1) ** pn / (pn * (y0 - 1) ** (pn - 1))
+    b2 = (-d1 + d2 * v2) * math.exp(-v2)
+    phi = math.radians(phi_deg)
+    return b0 * (1.0 + b1 * math.cos(phi) + b2 * math.cos(2 * phi)) ** 1.6
+
+
+def sea_sigma0(pol, wind, phi_deg, theta_deg, nesz_db):
+    """Mean linear NRCS of the sea as the product records it, the sensor's noise floor (NESZ) included.
+    HH: VV times the Bragg/Kirchhoff polarisation ratio (1 + 0.6 tan^2)^2 / (1 + 2 tan^2)^2 [Thompson et al.,
+    JGR 1998]; cross-pol: 0.580 U - 35.652 dB, flat in incidence [Vachon & Wolfe, IEEE GRSL 2011]."""
+    if pol in ("vh", "hv"):
+        sea = 10 ** ((0.580 * wind - 35.652) / 10)
+    else:
+        sea = cmod5n(wind, phi_deg, theta_deg)
+        if pol == "hh":
+            t2 = math.tan(math.radians(theta_deg)) ** 2
+            sea *= (1 + 0.6 * t2) ** 2 / (1 + 2 * t2) ** 2
+    return sea + 10 ** (nesz_db / 10)
+
+
+def local_wind(rng, wind, wind_dir):
+    """The wind at one chip of a scene: the scene's wind varies from place to place (sd ~15 % in speed, 20 deg
+    in direction), so ships of one scene sit on seas of different brightness."""
+    return wind * math.exp(rng.normal(0, 0.15)), wind_dir + rng.normal(0, 20)
 
 
 # -------------------------------------------------------------------------------- sea clutter
@@ -187,50 +251,81 @@ def _line(u0, v0, u1, v1, level, step=1.5):
     return np.stack([u0 + t * (u1 - u0), v0 + t * (v1 - v0), np.full(n, level * length / 10.0 / n)], axis=1)
 
 
+DECK_SIGMA0_DB = (-13.0, -7.0)  # diffuse deck sigma0 (dB), assumed, alike for every class: structures tell them apart
+
+
+def _cluster(rng, L, hb, u, n, lo, hi, spread=0.03):
+    """n compact scatterers near u * L along the hull, relative RCS in [lo, hi]."""
+    return np.stack([u * L + rng.normal(0, spread * L, n), rng.uniform(-0.7, 0.7, n) * hb,
+                     rng.uniform(lo, hi, n)], axis=1)
+
+
+def _across(u, hb, level):
+    return _line(u, -0.85 * hb, u, 0.85 * hb, level)
+
+
+def _cargo(rng, L, hb, kind):
+    """Aft accommodation block, then the cargo deck as a periodic row of bays whose faces are lines across the
+    beam: container bays every ~13 m (a 40 ft box and the gap to the next bay), bulk-carrier hatch
+    covers every 16-24 m with side coamings, general-cargo hatches every 18-30 m with a crane between them."""
+    pts = [_cluster(rng, L, hb, -0.41, 2, 0.6, 1.0, 0.02), _across(-0.37 * L, hb, rng.uniform(0.3, 0.6))]
+    period = {"Container Ship": (12.5, 14.5), "Bulk Carrier": (16.0, 24.0)}.get(kind, (18.0, 30.0))
+    period, level = rng.uniform(*period), rng.uniform(0.12, 0.3)
+    for u in np.arange(-0.33 * L, 0.40 * L - 0.6 * period, period):
+        lv = level * rng.uniform(0.6, 1.3)
+        if kind == "Container Ship":  # the faces of adjacent stacks and their lashing bridge: one line per bay
+            pts.append(_across(u, hb, lv))
+            continue
+        pts += [_across(u, hb, lv), _across(u + 0.6 * period, hb, 0.5 * lv)]  # a hatch's aft and fore coaming
+        if kind == "Bulk Carrier":
+            pts += [_line(u, s * 0.75 * hb, u + 0.6 * period, s * 0.75 * hb, 0.25 * lv) for s in (-1, 1)]
+        else:  # a crane pedestal and jib between hatches
+            pts.append(np.array([[u - 0.2 * period, rng.uniform(-0.3, 0.3) * hb, rng.uniform(0.2, 0.5)]]))
+    pts.append(_cluster(rng, L, hb, 0.46, 1, 0.2, 0.4, 0.005))
+    return pts
+
+
+def _tanker(rng, L, hb):
+    """Aft superstructure, then a long uniform deck: a pipe rack and catwalk on the centre line and deck pipes
+    beside it (continuous, no period), a midship manifold across the beam with its hose crane, a forecastle."""
+    um = rng.normal(0, 0.03) * L
+    pts = [_cluster(rng, L, hb, -0.42, 2, 0.8, 1.0, 0.015), _across(-0.38 * L, hb, rng.uniform(0.3, 0.6)),
+           _line(-0.36 * L, 0.0, 0.42 * L, 0.0, rng.uniform(0.15, 0.35))]
+    pts += [_line(-0.36 * L, s * 0.3 * hb, 0.42 * L, s * 0.3 * hb, rng.uniform(0.03, 0.08)) for s in (-1, 1)]
+    pts += [_across(um + du, hb, rng.uniform(0.2, 0.4)) for du in (-2.5, 0.0, 2.5)]
+    pts += [_cluster(rng, L, hb, um / L, 2, 0.3, 0.6, 0.005), _cluster(rng, L, hb, 0.45, 1, 0.2, 0.5, 0.005)]
+    return pts
+
+
+def _small_or_other(rng, L, hb, cls):
+    """Fishing vessels, tugs, passenger ships and the rest: compact structures, no deck pattern."""
+    if cls == "Fishing":  # compact: wheelhouse forward of midships, mast, gear at the stern corners
+        return [_cluster(rng, L, hb, 0.2, 2, 0.6, 1.0, 0.04), _cluster(rng, L, hb, 0.0, 1, 0.5, 1.0, 0.03),
+                np.array([[-0.45 * L, s * 0.85 * hb, rng.uniform(0.3, 0.7)] for s in (-1, 1)])]
+    if cls == "Tug":  # short, high superstructure amidships, fendered bow
+        return [_cluster(rng, L, hb, 0.05, 3, 0.7, 1.0, 0.04), _cluster(rng, L, hb, 0.46, 1, 0.3, 0.5, 0.005)]
+    if cls == "Passenger":  # superstructure along most of the length
+        return [*(_line(-0.4 * L, v, 0.3 * L, v, rng.uniform(0.6, 1.0)) for v in (-0.7 * hb, 0.7 * hb)),
+                _cluster(rng, L, hb, -0.1, 4, 0.6, 1.0, 0.15)]
+    n = int(rng.integers(3, 9))  # Other: a random handful of scatterers
+    return [np.stack([rng.uniform(-0.45, 0.45, n) * L, rng.uniform(-0.8, 0.8, n) * hb, rng.uniform(0.3, 1.0, n)],
+                     axis=1)]
+
+
 def ship_layout(vessel):
     """The ship's scatterers in its own frame (u m along, bow > 0; v m across): (deck clutter (m, 3) with RCS
-    in m^2, strong scatterers (n, 3) with RCS relative to the strongest)."""
+    in m^2, strong scatterers (n, 3) with RCS relative to the strongest). The deck detail lives here, at any
+    scale: the sensor's resolution decides what of it survives (Cargo's period of bays at 3 m, not at 20 m)."""
     rng = np.random.default_rng(vessel.layout_seed)
     L, B, cls = float(vessel.length), float(vessel.width), vessel.cls
     hb = B / 2
-    pts = []
-
-    def cluster(u, n, lo, hi, spread=0.03):
-        pts.append(np.stack([u * L + rng.normal(0, spread * L, n), rng.uniform(-0.7, 0.7, n) * hb,
-                             rng.uniform(lo, hi, n)], axis=1))
-
-    if cls == "Cargo":  # aft superstructure, then a periodic row of hatch coamings / container stacks
-        deck = 10 ** rng.uniform(-1.3, -0.7)
-        cluster(-0.41, 3, 0.6, 1.0, 0.02)
-        period, level = rng.uniform(14.0, 24.0), rng.uniform(0.1, 0.3)
-        for u in np.arange(-0.32 * L, 0.40 * L, period):
-            pts.append(_line(u, -0.85 * hb, u, 0.85 * hb, level * rng.uniform(0.6, 1.3)))
-        cluster(0.46, 1, 0.2, 0.4, 0.005)
-    elif cls == "Tanker":  # smooth deck, centre-line pipe rack, manifold midships, strong aft superstructure
-        deck = 10 ** rng.uniform(-1.8, -1.2)
-        cluster(-0.42, 4, 0.8, 1.0, 0.015)
-        pts.append(_line(-0.36 * L, 0.0, 0.42 * L, 0.0, rng.uniform(0.15, 0.35)))
-        pts.append(_line(rng.normal(0, 0.03) * L, -0.9 * hb, 0.0, 0.9 * hb, rng.uniform(0.3, 0.6)))
-        cluster(0.45, 1, 0.2, 0.5, 0.005)
-    elif cls == "Fishing":  # compact: wheelhouse forward of midships, mast, gear at the stern corners
-        deck = 10 ** rng.uniform(-1.0, -0.4)
-        cluster(0.2, 2, 0.6, 1.0, 0.04)
-        cluster(0.0, 1, 0.5, 1.0, 0.03)
-        pts.append(np.array([[-0.45 * L, s * 0.85 * hb, rng.uniform(0.3, 0.7)] for s in (-1, 1)]))
-    elif cls == "Tug":  # short, high superstructure amidships, fendered bow
-        deck = 10 ** rng.uniform(-1.0, -0.4)
-        cluster(0.05, 3, 0.7, 1.0, 0.04)
-        cluster(0.46, 1, 0.3, 0.5, 0.005)
-    elif cls == "Passenger":  # superstructure along most of the length
-        deck = 10 ** rng.uniform(-0.8, -0.2)
-        for v in (-0.7 * hb, 0.7 * hb):
-            pts.append(_line(-0.4 * L, v, 0.3 * L, v, rng.uniform(0.6, 1.0)))
-        cluster(-0.1, 4, 0.6, 1.0, 0.15)
-    else:  # Other: a random handful of scatterers
-        deck = 10 ** rng.uniform(-1.5, -0.7)
-        n = int(rng.integers(3, 9))
-        pts.append(np.stack([rng.uniform(-0.45, 0.45, n) * L, rng.uniform(-0.8, 0.8, n) * hb,
-                             rng.uniform(0.3, 1.0, n)], axis=1))
+    deck = 10 ** (rng.uniform(*DECK_SIGMA0_DB) / 10)
+    if cls == "Cargo":
+        pts = _cargo(rng, L, hb, vessel.elaborated)
+    elif cls == "Tanker":
+        pts = _tanker(rng, L, hb)
+    else:
+        pts = _small_or_other(rng, L, hb, cls)
     # The hull side and the sea form a dihedral: a faint bright outline, the ship's shape at high resolution.
     u = np.linspace(-0.5 * L, 0.5 * L, max(int(L / 1.5), 4))
     level = rng.uniform(0.004, 0.01) * (L / len(u)) / 10.0
@@ -316,7 +411,7 @@ def ship_returns(rng, vessel, heading, centre, shape, sensor, pols=("vv",), q=4,
     """One sighting: blurred (deck, strong scatterers) sigma0 maps per polarisation, and the ship's mask.
     Cross-pol loses 6-9 dB on the deck and 3-12 dB on each scatterer (depolarisation varies by structure)."""
     clutter, pts = ship_layout(vessel)
-    scale = RCS_150M * (vessel.length / 150.0) ** 1.5 * 10 ** rng.normal(0, 0.2)
+    scale = RCS_150M * (vessel.length / 150.0) ** 1.5 * 10 ** rng.normal(0, RCS_SPREAD)
     rcs = pts[:, 2] * scale * 10 ** rng.normal(0, FLICKER, len(pts))
     maps = {}
     for pol in pols:
@@ -330,11 +425,14 @@ def ship_returns(rng, vessel, heading, centre, shape, sensor, pols=("vv",), q=4,
     return maps, rasterise_hull(vessel.length, vessel.width, heading, centre, shape, sensor.spacing, q)
 
 
-def sar_intensity(rng, mu, texture, deck, points, looks):
-    """Sea and deck (distributed) share the speckle; dominant scatterers fluctuate less (twice the looks)."""
+def sar_intensity(rng, mu, texture, deck, points, looks, ship_rng=None):
+    """Sea and deck (distributed) share the speckle; dominant scatterers fluctuate less (twice the looks).
+    `rng` draws the speckle, `ship_rng` (default: rng) the scatterers' fluctuation: with two streams the sea's
+    pixels do not depend on the ship in the chip."""
     out = texture * np.float32(mu)
     out += deck
     out *= speckle(rng, texture.shape, looks)
     strong = points > 1e-3 * mu  # elsewhere the strong scatterers are far below the clutter
-    out[strong] += points[strong] * rng.gamma(2 * looks, 0.5 / looks, size=int(strong.sum()))
+    fluct = (rng if ship_rng is None else ship_rng).gamma(2 * looks, 0.5 / looks, size=int(strong.sum()))
+    out[strong] += points[strong] * fluct
     return out

@@ -19,9 +19,13 @@ From Python: `synthetic.generate(raw_dir, n_chips=None, seed=0, progress=True) -
 
 Three modules: this one plans both datasets (classes, ships, scenes) and writes FUSAR-Ship;
 synthetic_opensarship.py renders and writes the OpenSARShip scene archives; simulator.py holds the physics
-(sensors, K-distributed clutter, vessels, the point spread function), with its sources. The writers' choices:
-- Sea level: VV sigma0 -18 to -12 dB, VH 6.5-9.5 dB lower over a -24 dB noise floor [CMOD5 trends, Hersbach et
-  al. 2007; measured on the real Patch_Cal chips: VV -17 to -11 dB, VH -26 to -20 dB].
+(sensors, sea backscatter, K-distributed clutter, vessels, the point spread function), with its sources. The
+writers' choices:
+- Sea level: from each scene's wind (Weibull, WIND_SCALE), varied from chip to chip, the chip's incidence and
+  polarisation, by the same physics (simulator.sea_sigma0) whatever the ship's class; measured on the real
+  Patch_Cal chips: VV -20 to -11 dB (median -16.5), VH -27 to -23 dB per scene (mostly noise floor). The 8-bit sea level
+  then follows from each chip's max scaling: a small, weak ship leaves its sea bright, as in the real data.
+- Chip extent: 3.9 AIS lengths along azimuth (synthetic_opensarship.SIDE_PER_LENGTH, measured), 17 px at least.
 - Products as measured on the real archives: Patch = integer amplitude DN (SLC: integer Re/Im), Patch_Cal =
   k DN^2 (linear sigma0), Patch_Uint8 = round(255 A / max A). FUSAR-Ship does not document its 8-bit scaling:
   here the amplitude is scaled linearly and clipped at FUSAR_CLIP x the chip median (sea ~20/255, ships
@@ -42,7 +46,7 @@ from tqdm import tqdm
 import simulator
 import synthetic_opensarship
 from simulator import (GF3_RESOLUTION, GF3_WINDOW, GRD_SIZE, Sensor, gamma_texture, new_vessel, rng_for,
-                       sar_intensity, ship_returns)
+                       sar_intensity, sea_sigma0, ship_returns)
 from synthetic_opensarship import Acquisition, Sighting, png_bytes, write_oss_scene
 from cli import run_main
 
@@ -64,6 +68,14 @@ SINGLE_POL_SHARE = 0.15  # 1SSV scenes: VV only, no polarisation suffix in the f
 V1_SHARE = 0.5  # scene archives in the version 1.0 layout, the others 2.0
 SHIPS_PER_SCENE = (6, 18)
 FUSAR_SIDE = 512
+# The sea state of a scene, the same for every class (simulator.sea_sigma0 turns it into NRCS): 10 m winds Weibull
+# distributed (shape 2, as ocean winds are) with scales that put the co-pol sea of the GRD chips at the real
+# Patch_Cal levels (VV -20 to -11 dB at 31-38 deg, median -16.5); the real single-pol (1SSV) chips are darker
+# (docs/data-formats.md), their scenes get lighter winds. Noise floors: the real VH sea, -27 to -23 dB, is mostly
+# Sentinel-1's NESZ; Gaofen-3 UFS's is an assumed range around its design value.
+WIND_SHAPE, WIND_SCALE = 2.0, {False: 8.75, True: 5.5}  # Weibull scale (m/s) by single-pol; FUSAR: False's
+S1_NESZ_DB, GF3_NESZ_DB = (-27.0, -23.0), (-25.0, -19.0)
+GF3_ORBIT_KM = 755.0  # look angle (meta.csv centerLookAngle) -> incidence on the curved Earth
 FUSAR_CLIP = 12.0  # FUSAR uint8 = 255 A / (FUSAR_CLIP median A), clipped
 FUSAR_SECOND_SHIP = 0.08  # FUSAR chips with another ship nearby, as the FUSAR readme warns
 # FUSAR-Ship categories in alphabetical order give the Cxx index (C01 = Cargo). Of the sub-categories only
@@ -127,8 +139,8 @@ def plan_opensarship(seed, n_chips):
                 orbit=7396 + (start - datetime(2015, 8, 23)).days * 175 // 12,
                 datatake=int(rng.integers(0x9000, 0x12000)), grd_id=int(rng.integers(0, 0x10000)),
                 slc_id=int(rng.integers(0, 0x10000)) if twin else None, ascending=ascending,
-                sea_vv_db=float(rng.uniform(-22, -16) if single else rng.uniform(-18.5, -12.5)),
-                vh_drop_db=float(rng.uniform(6.5, 9.5)), nu=float(rng.integers(8, 41)) / 2,
+                wind=float(WIND_SCALE[single] * rng.weibull(WIND_SHAPE)), wind_dir=float(rng.uniform(0, 360)),
+                nesz_db=float(rng.uniform(*S1_NESZ_DB)), nu=float(rng.integers(8, 41)) / 2,
                 corr_px=float(rng.uniform(1, 4)), k_grd=float(rng.uniform(2.2e-6, 2.8e-6)),
                 k_slc=float(rng.uniform(0.8e-5, 1.3e-5)))
             new = {acq.name("GRD"), acq.name("SLC")} if twin else {acq.name("GRD")}
@@ -185,25 +197,27 @@ def plan_fusar(seed, n_chips):
 def render_fusar_chip(seed, k, vessel, others):
     """A 512 x 512 Gaofen-3 UFS chip, the ship at the centre, sometimes another nearby: (uint8, mask,
     meta)."""
-    rng = rng_for(seed, 2, 1, k)
+    rng, ship_rng = rng_for(seed, 2, 1, k), rng_for(seed, 2, 3, k)  # the sea's draws apart from the ship's
     height, width = float(rng.uniform(1.69, 1.73)), 1.124222  # heightspace (azimuth), widthspace, as meta.csv
     sensor = Sensor((height, width), GF3_RESOLUTION, 1.0, GF3_WINDOW)
     shape = (FUSAR_SIDE, FUSAR_SIDE)
     centre = ((FUSAR_SIDE - 1) / 2 + rng.uniform(-2, 2), (FUSAR_SIDE - 1) / 2 + rng.uniform(-2, 2))
-    mu = 10 ** (rng.uniform(-20, -13) / 10)
+    pol, look = str(rng.choice(["DH", "DV"])), float(rng.uniform(20, 45))
+    theta = math.degrees(math.asin(math.sin(math.radians(look)) * (6371.0 + GF3_ORBIT_KM) / 6371.0))
+    wind = float(WIND_SCALE[False] * rng.weibull(WIND_SHAPE))
+    mu = sea_sigma0({"DH": "hh", "DV": "vv"}[pol], wind, rng.uniform(0, 360), theta, rng.uniform(*GF3_NESZ_DB))
     texture = gamma_texture(rng, shape, float(rng.integers(6, 25)) / 2, rng.uniform(6, 16), cell=4)
-    maps, mask = ship_returns(rng, vessel, float(rng.uniform(0, 2 * math.pi)), centre, shape, sensor, q=2)
+    maps, mask = ship_returns(ship_rng, vessel, float(rng.uniform(0, 2 * math.pi)), centre, shape, sensor, q=2)
     d, p = maps["vv"]
     if rng.random() < FUSAR_SECOND_SHIP:  # another ship nearby: not in the mask, it is not the labelled one
         other = others[int(rng.integers(len(others)))]
         dist, ang = 0.5 * (vessel.length + other.length) + rng.uniform(30, 150), rng.uniform(0, 2 * math.pi)
         c2 = (centre[0] + dist * math.sin(ang) / height, centre[1] + dist * math.cos(ang) / width)
-        maps2, _ = ship_returns(rng, other, float(rng.uniform(0, 2 * math.pi)), c2, shape, sensor, q=2)
+        maps2, _ = ship_returns(ship_rng, other, float(rng.uniform(0, 2 * math.pi)), c2, shape, sensor, q=2)
         d, p = d + maps2["vv"][0], p + maps2["vv"][1]
-    amp = np.sqrt(sar_intensity(rng, mu, texture, d, p, sensor.looks))
+    amp = np.sqrt(sar_intensity(rng, mu, texture, d, p, sensor.looks, ship_rng))
     u8 = np.clip(np.round(255 * amp / (FUSAR_CLIP * np.median(amp[::4, ::4]))), 0, 255).astype(np.uint8)
-    meta = [str(rng.choice(["DH", "DV"])), f"{rng.uniform(20, 45):.2f}", f"{height:.6f}", f"{width:.6f}"]
-    return u8, mask, meta
+    return u8, mask, [pol, f"{look:.2f}", f"{height:.6f}", f"{width:.6f}"]
 
 
 def write_fusar(seed, n_chips, root, mask_dir, bar):

@@ -20,11 +20,15 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageDraw
 
-from simulator import (FLAGS, GRD_SIZE, S1_GRD, SLC_SPACING, Vessel, gamma_texture, incidence, rng_for, s1_slc,
-                       sar_intensity, ship_returns)
+from simulator import (FLAGS, GRD_SIZE, S1_GRD, SLC_SPACING, Vessel, gamma_texture, incidence, local_wind, rng_for,
+                       s1_slc, sar_intensity, sea_sigma0, ship_returns)
 
-SIDE_PER_LENGTH = 3.0  # chip side / ship length in pixels (median, x lognormal 0.3), as on the real chips
-SIDE_RANGE = (17, 185)  # chip sides seen in the real archives
+# Chip side in pixels = SIDE_PER_LENGTH x AIS length / azimuth pixel spacing, measured on the real sample scenes
+# (shared/data/opensarship): 25 GRD chips side / (L / 10 m) = 3.87 at the median, 10th-90th percentile 3.3-4.4,
+# correlation with L 0.90; 9 SLC chips 2.80 = 3.9 x 10 / 13.9, so SLC chips too span ~3.9 L along azimuth.
+SIDE_PER_LENGTH = 3.9
+SIDE_JITTER = 0.11  # sd of log(side / median side): ln(4.4 / 3.3) / 2.56, the measured 10th-90th percentile spread
+SIDE_RANGE = (17, 185)  # chip sides seen in the real archives: small ships sit at the 17 px floor
 ZIP_TIME = (2017, 9, 7, 21, 40, 0)  # fixed archive timestamps: same seed, same bytes
 FIGURE_SIZE = (560, 420)  # Patch_RGB figures (real: 875x656 or 1200x900; smaller is faster to write)
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")  # SNAP dates
@@ -157,8 +161,9 @@ class Acquisition:
     grd_id: int
     slc_id: int | None  # product id of the SLC twin, None without one
     ascending: bool
-    sea_vv_db: float
-    vh_drop_db: float
+    wind: float  # m/s, the scene's 10 m wind (each chip's varies about it: simulator.local_wind)
+    wind_dir: float  # deg, relative to the radar look direction
+    nesz_db: float  # the sensor's noise floor
     nu: float
     corr_px: float
     k_grd: float  # calibration: sigma0 = k DN^2
@@ -177,11 +182,13 @@ class Acquisition:
 
 def render_oss_chip(seed, acq, s, k, product):
     """Sighting k of an acquisition as a GRD or SLC chip: products per polarisation, mask, geometry."""
-    rng = rng_for(seed, 1, 1, acq.index, k, product == "SLC")
+    # three streams: the sea (texture, speckle, SLC phase), the ship, and what a GRD chip and its SLC twin share
+    # (chip extent, position, the local wind): the sea's pixels do not depend on which ship is in the chip
+    rng, ship_rng = (rng_for(seed, 1, i, acq.index, k, product == "SLC") for i in (1, 4))
+    side_rng = rng_for(seed, 1, 2, acq.index, k)
     v, inc = s.vessel, incidence(s.x)
     sensor = s1_slc(inc) if product == "SLC" else S1_GRD
-    side_rng = rng_for(seed, 1, 2, acq.index, k)  # the same draws for a GRD chip and its SLC twin
-    half = 0.5 * SIDE_PER_LENGTH * v.length / S1_GRD.spacing[1] * math.exp(0.3 * side_rng.normal())
+    half = 0.5 * SIDE_PER_LENGTH * v.length / sensor.spacing[0] * math.exp(SIDE_JITTER * side_rng.normal())
     # ... never smaller than the ship: SLC range pixels are ~3.5 m on the ground, long ships along range
     extent = max(abs(v.length * math.cos(s.heading)) / sensor.spacing[1],
                  abs(v.length * math.sin(s.heading)) / sensor.spacing[0])
@@ -193,14 +200,14 @@ def render_oss_chip(seed, acq, s, k, product):
         x, y = s.x, s.y
     centre = (half + side_rng.uniform(-1, 1), half + side_rng.uniform(-1, 1))
     pols = ("vv",) if acq.pol == "1SSV" else ("vh", "vv")  # Patch band order: VH, VV
-    mu_vv = 10 ** (acq.sea_vv_db / 10 - 0.02 * (inc - 38))  # sigma0 falls with incidence
-    mu = {"vv": mu_vv, "vh": mu_vv * 10 ** (-acq.vh_drop_db / 10) + 10**-2.4}  # VH over the noise floor
+    wind, phi = local_wind(side_rng, acq.wind, acq.wind_dir)
     texture = gamma_texture(rng, (side, side), acq.nu, acq.corr_px * 10 / sensor.spacing[1])
-    maps, mask = ship_returns(rng, v, s.heading, centre, (side, side), sensor, pols, q=4, pad=side)
+    maps, mask = ship_returns(ship_rng, v, s.heading, centre, (side, side), sensor, pols, q=4, pad=side)
     k_cal = acq.k_slc if product == "SLC" else acq.k_grd
     patch, cal, uint8 = [], [], {}
     for pol in pols:
-        inten = sar_intensity(rng, mu[pol], texture, *maps[pol], sensor.looks)
+        mu = sea_sigma0(pol, wind, phi, inc, acq.nesz_db)  # the same physics whatever the ship's class
+        inten = sar_intensity(rng, mu, texture, *maps[pol], sensor.looks, ship_rng)
         if product == "SLC":  # complex samples: integer Re, Im with a random phase
             phase = rng.uniform(0, 2 * np.pi, (side, side))
             re, im = (np.round(np.sqrt(inten / k_cal) * f(phase)) for f in (np.cos, np.sin))

@@ -39,7 +39,7 @@ from sets import SETS, ordered  # noqa: E402
 # The args a finished cell's results depend on besides its keys: a rerun with other values must not silently
 # reuse it. Device, amp and workers are left out: a grid may be finished on another machine.
 TRAIN_SETTINGS = ("epochs", "batch_size", "img_size", "augment", "weights", "bn_recalibrate", "select", "patience")
-KEYS = ("train_set", "test_set", "model", "imbalance", "lr", "seed")
+KEYS = ("train_set", "test_set", "model", "imbalance", "inputs", "adaptation", "lr", "seed")
 DEGENERATE_SHARE = 0.95  # one class predicted for more than this share of a test set's chips: a degenerate model
 # 95 % intervals of every metric from a bootstrap over ships (bootstrap.py): resamples by default, and the seed
 N_BOOTSTRAP, BOOTSTRAP_SEED = 1000, 0
@@ -53,21 +53,30 @@ def _write_csv(frame, path, float_format):
     frame.to_csv(path, index=False, float_format=float_format, lineterminator="\n")
 
 
-def write_test_results(folder, title, test_set, classes, paths, true, probs):
-    """predictions_<test_set>.csv, confusion_<test_set>.csv/.png in `folder`; returns the score row."""
+def predictions_name(test_set, adaptation="none"):
+    """A cell's predictions file of a test set: predictions_<test_set>.csv, predictions_<test_set>.<adaptation>.csv
+    for a label-free adaptation (adaptation.py)."""
+    return f"predictions_{test_set}.csv" if adaptation == "none" else f"predictions_{test_set}.{adaptation}.csv"
+
+
+def write_test_results(folder, title, test_set, classes, paths, true, probs, adaptation="none"):
+    """predictions_<test_set>[.<adaptation>].csv, confusion_<test_set>[.<adaptation>].csv/.png in `folder`; returns
+    the score row."""
+    stem = predictions_name(test_set, adaptation).removeprefix("predictions_").removesuffix(".csv")
     pred = probs.argmax(1)
     names = np.asarray(classes, dtype=object)
     table = pd.DataFrame({"path": paths, "true": names[true], "pred": names[pred]})
     for k, c in enumerate(classes):
         table[f"prob_{c}"] = probs[:, k]
-    _write_csv(table, folder / f"predictions_{test_set}.csv", "%.6f")
+    _write_csv(table, folder / f"predictions_{stem}.csv", "%.6f")
     matrix = metrics.confusion(true, pred, classes)
     pd.DataFrame(matrix, index=pd.Index(classes, name="true"), columns=classes).to_csv(
-        folder / f"confusion_{test_set}.csv", lineterminator="\n")
+        folder / f"confusion_{stem}.csv", lineterminator="\n")
     row = metrics.score_row(true, pred, classes)
-    metrics.plot_confusion(matrix, classes, f"{title} on {test_set}: accuracy {row['accuracy']:.1f} %, "
+    how = "" if adaptation == "none" else f" ({adaptation})"
+    metrics.plot_confusion(matrix, classes, f"{title} on {test_set}{how}: accuracy {row['accuracy']:.1f} %, "
                            f"macro F1 {row['f1_macro']:.1f} %",
-                           folder / f"confusion_{test_set}.png")
+                           folder / f"confusion_{stem}.png")
     return row
 
 
@@ -96,9 +105,10 @@ class ShipGroups:
         return [found[p] for p in paths]
 
 
-def read_predictions(folder, test_set):
-    """A cell's predictions_<test_set>.csv; runs.RecordError naming the cell folder when it is missing or damaged."""
-    path = Path(folder) / f"predictions_{test_set}.csv"
+def read_predictions(folder, test_set, adaptation="none"):
+    """A cell's predictions_<test_set>[.<adaptation>].csv; runs.RecordError naming the cell folder when it is missing
+    or damaged."""
+    path = Path(folder) / predictions_name(test_set, adaptation)
     try:
         pred = pd.read_csv(path, keep_default_na=False, dtype={"path": str, "true": str, "pred": str})
     except (OSError, ValueError) as e:  # missing, empty (pandas' EmptyDataError) or not CSV (ParserError)
@@ -109,25 +119,38 @@ def read_predictions(folder, test_set):
     return pred
 
 
+def record_variants(record, test_set):
+    """The adaptations a record has predictions of on `test_set`: none first, then those evaluated (adaptation.py;
+    an entry without metrics is one that does not apply, such as adabn of a model without batch norm)."""
+    found = record["test_sets"][test_set].get("adaptation", {})
+    return ["none", *(v for v in found if "metrics" in found[v])]
+
+
+def cell_keys(record, test_set, adaptation="none"):
+    """The KEYS of one row of scores.csv: the record's cell, the test set and the adaptation."""
+    return {**{k: record.get(k, runs.RAW) if k == "inputs" else record[k] for k in KEYS
+               if k not in ("test_set", "adaptation")}, "test_set": test_set, "adaptation": adaptation}
+
+
 def score_records(records, n_boot, data_dir):
-    """(score rows, prediction frames) of every record and test set; intervals from a ship bootstrap."""
+    """(score rows, prediction frames) of every record, test set and adaptation; intervals from a ship bootstrap."""
     groups = ShipGroups(data_dir)
     test_order = ordered([t for _, r in records for t in r["test_sets"]], SETS)
     scores, predictions = [], []
     for folder, rec in records:
         for test_set in sorted(rec["test_sets"], key=test_order.index):
-            pred = read_predictions(folder, test_set)
-            cell = {k: rec[k] for k in KEYS if k != "test_set"}
-            cell = {"test_set": test_set, **cell, "protocol": rec["protocol"]["name"]}
-            row = {**cell, **metrics.score_row(pred["true"], pred["pred"], rec["classes"]), **protocol_row(rec)}
-            row["degenerate"], row["top_share"] = degenerate(pred["pred"], rec["classes"])
-            ships = groups.of(rec, test_set, list(pred["path"]))
-            if ships is not None and n_boot:
-                row.update(bootstrap.ship_intervals(pred["true"], pred["pred"], ships, rec["classes"], n=n_boot,
-                                                    seed=BOOTSTRAP_SEED))
-            scores.append(row)
-            predictions.append(pd.concat([pd.DataFrame({**cell, "group": ships or ""}, index=pred.index), pred],
-                                         axis=1))
+            for variant in record_variants(rec, test_set):
+                pred = read_predictions(folder, test_set, variant)
+                cell = {**cell_keys(rec, test_set, variant), "protocol": rec["protocol"]["name"]}
+                row = {**cell, **metrics.score_row(pred["true"], pred["pred"], rec["classes"]), **protocol_row(rec)}
+                row["degenerate"], row["top_share"] = degenerate(pred["pred"], rec["classes"])
+                ships = groups.of(rec, test_set, list(pred["path"]))
+                if ships is not None and n_boot:
+                    row.update(bootstrap.ship_intervals(pred["true"], pred["pred"], ships, rec["classes"], n=n_boot,
+                                                        seed=BOOTSTRAP_SEED))
+                scores.append(row)
+                predictions.append(pd.concat([pd.DataFrame({**cell, "group": ships or ""}, index=pred.index), pred],
+                                             axis=1))
     if groups.missing and n_boot:
         print(f"no ship intervals for test sets whose manifest is not at hand or changed since training: "
               f"{', '.join(sorted(groups.missing))} (name the prepared sets with --data-dir)")
@@ -188,10 +211,10 @@ def degenerate(pred, classes):
 
 
 def selected_lrs(scores):
-    """True for the rows whose learning rate is the one chosen for their (training set, model, imbalance,
+    """True for the rows whose learning rate is the one chosen for their (training set, model, imbalance, inputs,
     protocol): the highest mean validation macro-F1 over seeds (ties: the smaller rate). Where there is one rate
     it is chosen; where there are several and no validation score, none is (nothing is chosen by a test score)."""
-    group = ["train_set", "model", "imbalance", "protocol"]
+    group = [k for k in ("train_set", "model", "imbalance", "inputs", "protocol") if k in scores]  # per variant
     scores = scores.fillna({"lr": -1.0})  # the baselines' (no rate): one "rate", chosen
     per_lr = scores.groupby(group + ["lr"], dropna=False)["val_f1_macro"].mean().reset_index()
     chosen = set()
@@ -237,7 +260,7 @@ def results_text(records, scores, output_dir):
     for folder, rec in records:
         a, p = rec["args"], rec["protocol"]
         lines += [f"== train {rec['train_set']} | model {rec['model']} | imbalance {rec['imbalance']} | "
-                  + f"lr {rec['lr']:g} | seed {rec['seed']} ==",
+                  + f"inputs {rec.get('inputs', runs.RAW)} | lr {rec['lr']:g} | seed {rec['seed']} ==",
                   "configuration: " + " ".join(f"{k}={a.get(k)}" for k in TRAIN_SETTINGS)
                   + f" device={rec.get('device')} amp={rec.get('amp')}",
                   f"protocol: {p['name']}" + (" (an earlier record: stored batch-norm statistics, last epoch, no "
@@ -253,11 +276,13 @@ def results_text(records, scores, output_dir):
         lines += [epoch_line(h, a.get("epochs")) for h in rec["history"]]
         lines.append(f"training {rec['train_seconds']:.1f} s, evaluation {rec['eval_seconds']:.1f} s, "
                      f"finished {rec['finished']}")
-        for test_set in rec["test_sets"]:
-            row = scores[(scores.test_set == test_set) & (scores.protocol == p["name"])
-                         & (scores[[k for k in KEYS if k != "test_set"]] == [rec[k] for k in KEYS if k != "test_set"])
-                         .all(axis=1)].iloc[0]
-            lines.append(f"-- test {test_set} (n={row['n']}): accuracy {row['accuracy']:.2f}, balanced "
+        for test_set, variant in ((t, v) for t in rec["test_sets"] for v in record_variants(rec, t)):
+            keys = cell_keys(rec, test_set, variant)
+            row = scores[(scores.protocol == p["name"]) & (scores[list(keys)] == list(keys.values())).all(axis=1)
+                         ].iloc[0]
+            stem = predictions_name(test_set, variant).removeprefix("predictions_").removesuffix(".csv")
+            how = "" if variant == "none" else f", adapted: {variant}"
+            lines.append(f"-- test {test_set}{how} (n={row['n']}): accuracy {row['accuracy']:.2f}, balanced "
                          f"accuracy {row['balanced_accuracy']:.2f}, F1 weighted {row['f1_weighted']:.2f}, "
                          f"F1 macro {row['f1_macro']:.2f}"
                          + (f"; DEGENERATE: one class for {row['top_share']:.1f} % of the chips" if row["degenerate"]
@@ -267,7 +292,7 @@ def results_text(records, scores, output_dir):
             for c in rec["classes"]:
                 lines.append("   " + c.ljust(width) + f"{row[f'{c}_precision']:9.2f} "
                              f"{row[f'{c}_recall']:8.2f} {row[f'{c}_f1']:8.2f} {row[f'{c}_support']:8d}")
-            matrix = pd.read_csv(folder / f"confusion_{test_set}.csv", index_col=0)
+            matrix = pd.read_csv(folder / f"confusion_{stem}.csv", index_col=0)
             lines.append("   confusion (rows true, columns predicted):")
             lines += ["   " + line for line in matrix.to_string().splitlines()]
         lines.append("")
@@ -355,9 +380,11 @@ def plot_per_class(mean, models, train_sets, test_sets, classes, note, path):
 def plot_figures(scores, classes, figure_dir):
     """Per imbalance strategy (and protocol, where earlier LEGACY records sit beside new ones), mean over seeds
     of the rows with the selected learning rate: figures/cross_dataset_f1_macro_<imbalance>[_legacy].png and
-    figures/per_class_f1_<imbalance>[_legacy].png. Returns the paths written."""
+    figures/per_class_f1_<imbalance>[_legacy].png. Returns the paths written. The study's inputs (raw) without
+    adaptation only: report.py compares the input variants and adaptations."""
     figure_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    scores = scores[(scores.inputs == runs.RAW) & (scores.adaptation == "none")]
     chosen = scores[scores.selected & (scores.protocol != "baseline")]
     floors = scores[scores.protocol == "baseline"]  # in every figure, beside the models
     for (imbalance, legacy), sub in chosen.groupby([chosen.imbalance, chosen.protocol == runs.LEGACY], sort=False):

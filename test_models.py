@@ -7,6 +7,7 @@
     python test_models.py --models cnn,resnet --lr 0.001,0.0001   # learning rates as a grid axis
     python test_models.py --models cnn,fine_vgg --datasets fusar --imbalance none,weighted,sampler,focal \\
         --seeds 0,1,2                                      # imbalance strategies and seeds as grid axes
+    python test_models.py --models cnn --inputs raw,m10,m10-clutter   # input variants as a grid axis (inputs.py)
     python test_models.py --aggregate-only                 # rebuild scores.csv, predictions.csv, results.txt,
                                                            # figures/ from the records found under runs/
     python test_models.py --device cpu --img-size 32 --epochs 1 --weights none --models cnn   # a quick look
@@ -14,15 +15,17 @@
     python test_models.py --shard 3/8                      # the 3rd of 8 disjoint slices of the grid (job
                                                            # arrays); then --aggregate-only for the tables
 
-The grid is training set x model x imbalance strategy x learning rate x seed. Every cell builds a fresh model
-and optimiser from its own seed (the published code kept training one model object across datasets: defect 3
-in docs/reference-study.md), trains, and is tested once on the test split of every prepared set (within- and
-cross-dataset). After every epoch: precise batch-norm statistics (engine.recalibrate_bn, --bn-recalibrate on),
-the training accuracy in eval mode on a fixed subset of the training split, and where the training set has a
-val split its macro-F1, balanced accuracy and loss; --select best keeps the epoch with the best validation
-macro-F1 (engine.Selection; --patience stops early), --select last the last one. The tables choose the
-learning rate on validation (tables.selected_lrs), never on a test score. Inputs: the prepared splits of
-dataset_prep.py under --data-dir (sets.py). Then grad_cams.py explains the models and report.py writes
+The grid is training set x model x imbalance strategy x input variant x learning rate x seed. Every cell builds a
+fresh model and optimiser from its own seed (the published code kept training one model object across datasets:
+defect 3 in docs/reference-study.md), trains, and is tested once on the test split of every prepared set (within-
+and cross-dataset), through its input variant (--inputs: raw, the study's whole-chip resize; m<M>, square M-metre
+pixels; -match, -clutter), and between FUSAR-Ship and OpenSARShip with the label-free adaptations adabn and prior
+too (adaptation.py; grid_cell.py runs one cell). After every epoch: precise batch-norm statistics
+(engine.recalibrate_bn, --bn-recalibrate on), the training accuracy in eval mode on a fixed subset of the training
+split, and where the training set has a val split its macro-F1, balanced accuracy and loss; --select best keeps the
+epoch with the best validation macro-F1 (engine.Selection; --patience stops early), --select last the last one. The
+tables choose the learning rate on validation (tables.selected_lrs), never on a test score. Inputs: the prepared
+splits of dataset_prep.py under --data-dir (sets.py). Then grad_cams.py explains the models and report.py writes
 report.md, both from this grid's --output-dir.
 
 Outputs, under --output-dir (runs.py owns the layout, tables.py the tables):
@@ -30,7 +33,9 @@ Outputs, under --output-dir (runs.py owns the layout, tables.py the tables):
         record.json                                   sibling folder, renamed when complete): args, classes,
         checkpoint.pt                                 per-epoch loss/accuracy, times, metrics per test set;
         predictions_<test_set>.csv                    the trained weights (models.checkpoint); per-chip
-        confusion_<test_set>.csv / .png               predictions; confusion matrices
+        confusion_<test_set>.csv / .png               predictions; confusion matrices; with .adabn / .prior
+                                                      before .csv: an adaptation's (cross-sensor tests)
+    runs/<train_set>/<model>/<imbalance>/<inputs>/lr<lr>/seed<k>/   the same, for an input variant other than raw
     scores.csv, predictions.csv, results.txt, figures/    rebuilt from every record found (tables.py)
 
 Rerunning skips finished cells (--force retrains them); a finished cell whose record lacks a requested test set
@@ -69,28 +74,26 @@ features computed once per chip and augmentation view (features.py). bench.py me
 import argparse
 import itertools
 import os
-import shutil
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
 
+import grid_cell
 import data
 import distributed
 import engine
 import features
 import grid_checks
+import inputs
 import leases
 import resume
 import runs
 import sets
 import tables
 from cli import HelpFormatter, add_shared, comma_list, duration_text, float_in, int_at_least, run_main
-from models import (MODEL_CHOICES, MODEL_NAMES, WEIGHT_CHOICES, CheckpointError, WeightsUnavailableError, build_model,
-                    checkpoint, load_trained, state_sha1)
+from models import MODEL_CHOICES, MODEL_NAMES, WEIGHT_CHOICES, WeightsUnavailableError
 
 # The study's recipe (docs/reference-study.md): Adam, lr 0.001, 10 epochs, batch 64, 224 x 224, horizontal flip,
 # ImageNet weights for VGG and ResNet, one seed, no rebalancing.
@@ -102,8 +105,6 @@ AUGMENT = "flip"
 WEIGHTS = "imagenet"
 SEEDS = [0, 1, 2]  # three seeds (the study: one, --seeds 42); the split's own seed is dataset_prep.py's
 IMBALANCE = ["none"]
-# Everything but these args is part of a cell's identity (tables.TRAIN_SETTINGS decides what must match).
-NOT_CELL_ARGS = ("force", "aggregate_only", "shard", "bootstrap", "checkpoint_every", "lease_timeout")
 
 
 def add_speed_flags(parser):
@@ -123,6 +124,38 @@ def add_speed_flags(parser):
                         help="push every chip through the frozen backbones of fine_vgg/fine_resnet in every "
                              "epoch instead of training their head on cached features (for checking: the "
                              "results agree within float rounding)")
+
+
+def add_input_flags(parser, positive):
+    """The input variants (inputs.py): a grid axis (--inputs), or one variant from its three flags."""
+    parser.add_argument("--inputs", type=comma_list(cast=lambda v: inputs.Inputs.parse(v).name, what="input variant"),
+                        default=None, help="what the models see, a grid axis (runs/.../<inputs>/lr<lr>/): raw (the "
+                        "study: each chip resized whole), m<M> (square M-metre pixels, one field of view for every "
+                        "sensor), m<M>-match (also blurred to Sentinel-1 IW resolution), m<M>-clutter and "
+                        "clutter (amplitude over the sea median, in dB); e.g. raw,m10,m10-clutter (default: raw, or "
+                        "the variant the three flags below name)")
+    parser.add_argument("--m-per-px", type=positive, default=None, metavar="M",
+                        help="one variant: every chip resampled (anti-aliased) from its own ground spacing to square "
+                             "M-metre pixels, centre-cropped or padded with its own sea to --img-size")
+    parser.add_argument("--match-resolution", action="store_true",
+                        help="with --m-per-px: blur finer sensors (FUSAR-Ship, SLC) to Sentinel-1 IW's resolution")
+    parser.add_argument("--radiometry", default="uint8", choices=inputs.RADIOMETRIES,
+                        help="uint8: the prepared 8-bit chips (the study); clutter: amplitude over the chip's "
+                             "sea-border median in dB, in a fixed window (inputs.CLUTTER_DB_RANGE)")
+
+
+def resolve_inputs(args):
+    """args.inputs: the --inputs list, or the one variant --m-per-px, --match-resolution and --radiometry name."""
+    flags = args.m_per_px is not None or args.match_resolution or args.radiometry != "uint8"
+    if args.inputs is not None and flags:
+        raise SystemExit("--inputs and --m-per-px/--match-resolution/--radiometry both name input variants: give "
+                         "one of them (e.g. --inputs raw,m10-clutter)")
+    if args.match_resolution and args.m_per_px is None:
+        raise SystemExit("--match-resolution needs --m-per-px (the blur matches resolutions before resampling to "
+                         "square pixels): add e.g. --m-per-px 10")
+    if args.inputs is None:
+        args.inputs = [inputs.Inputs(args.m_per_px, args.match_resolution, args.radiometry).name]
+    return args.inputs
 
 
 def get_args_parser(add_help=True):
@@ -148,7 +181,9 @@ def get_args_parser(add_help=True):
     parser.add_argument("--lr", type=comma_list(cast=positive, what="rate"), default=LR,
                         help="Adam learning rates, comma-separated: a grid axis (runs/.../lr<lr>/)")
     parser.add_argument("--img-size", type=int_at_least(1), default=IMG_SIZE,
-                        help="every chip is resized whole to this square (cnn: 8 px or more, VGG: 32)")
+                        help="the square every chip becomes (cnn: 8 px or more, VGG: 32): resized whole (raw inputs) "
+                             "or its field of view at --m-per-px")
+    add_input_flags(parser, positive)
     parser.add_argument("--bn-recalibrate", default="on", choices=("on", "off"),
                         help="on: batch-norm statistics recomputed over the training split with the weights they "
                              "are used with, after every epoch (precise BN); off: the running averages training "
@@ -181,205 +216,6 @@ def get_args_parser(add_help=True):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# one cell
-
-def split_probs(model, cache, set_name, split, args, device, precision, index=None):
-    """Softmax probabilities (N, K) of a split's chips (the rows `index` of it, all when None) on rank 0, None on
-    the other ranks. Under torchrun each rank evaluates its own chips (rank, rank + W, ...: every chip exactly
-    once) and rank 0 gathers them back into the split's order. Frozen backbones: the head over the split's
-    backbone features, computed once (features.py)."""
-    _, images, labels = cache.get(set_name, split)
-    if index is not None:
-        images, labels = images[index], labels[index]
-    part, world = distributed.rank_slice(), distributed.world_size()
-    key = (set_name, split if index is None else f"{split}[{len(labels)}]")
-    net, batches = cache.features.wrap(model, data.Batches(images[part], labels[part], args.batch_size // world),
-                                       key)
-    return distributed.gather_rows(engine.evaluate(net, batches, device, precision), len(labels))
-
-
-def evaluate_sets(model, folder, title, test_sets, classes, cache, args, device, precision):
-    """Evaluate on every test set, rank 0 writing its files into `folder`: {name: {n, metrics, degenerate,
-    top_share}}, the same on every rank."""
-    results = {}
-    for name in test_sets:
-        probs = split_probs(model, cache, name, "test", args, device, precision)
-        if distributed.is_main():
-            arrays = cache.get(name, "test")[0]
-            row = tables.write_test_results(folder, title, name, classes, arrays.paths, arrays.labels, probs)
-            flag, share = tables.degenerate(np.asarray(classes)[probs.argmax(1)], classes)
-            results[name] = {"n": row["n"], "metrics": row, "degenerate": flag, "top_share": share}
-    return distributed.broadcast(results)
-
-
-def training_batches(cell, arrays, images, labels, args):
-    """The cell's shuffled, augmented training batches (this rank's share under torchrun)."""
-    train_set, _, imbalance, _, seed = cell
-    rank, world = distributed.rank(), distributed.world_size()
-    order_gen, aug_gen = engine.cell_generators(seed)
-    if rank:  # the same order on every rank, its own augmentation and dropout draws (distributed.py)
-        aug_seed, torch_seed = distributed.rank_seeds(seed, rank)
-        aug_gen = torch.Generator().manual_seed(aug_seed)
-        torch.manual_seed(torch_seed)
-    sample_weights = data.balanced_sample_weights(arrays.labels, len(arrays.classes)) \
-        if imbalance == "sampler" else None
-    batches = data.Batches(images, labels, args.batch_size, shuffle=True, generator=order_gen,
-                           sample_weights=sample_weights, augment=args.augment, aug_generator=aug_gen,
-                           rank=rank, world_size=world)
-    if not len(batches):
-        raise SystemExit(f"the {train_set} training split has {len(labels)} chips: too few for {world} "
-                         "processes to get at least 2 each; start torchrun with fewer processes")
-    return batches
-
-
-def in_order(images, labels, args):
-    """This rank's share of a split in its fixed order, unaugmented: what batch-norm statistics are computed on."""
-    part = distributed.rank_slice()
-    return data.Batches(images[part], labels[part], args.batch_size // distributed.world_size())
-
-
-def epoch_checks(model, cell, cache, args, device, precision, has_val):
-    """After an epoch, in eval mode: accuracy on a fixed subset of the training split (at most TRAIN_EVAL_CHIPS,
-    evenly spaced) and, with a val split, its macro-F1, balanced accuracy and loss. The same on every rank."""
-    train_set = cell[0]
-    arrays = cache.get(train_set, "train")[0]
-    probe = np.unique(np.linspace(0, len(arrays.labels) - 1, engine.TRAIN_EVAL_CHIPS).round().astype(np.int64))
-    out = {}
-    probs = split_probs(model, cache, train_set, "train", args, device, precision, torch.from_numpy(probe))
-    if distributed.is_main():
-        out["train_eval_accuracy"] = round(100.0 * float((probs.argmax(1) == arrays.labels[probe]).mean()), 2)
-    if has_val:
-        probs = split_probs(model, cache, train_set, "val", args, device, precision)
-        if distributed.is_main():
-            out["val"] = engine.split_scores(probs, cache.get(train_set, "val")[0].labels, arrays.classes)
-    return distributed.broadcast(out)
-
-
-def train_cell(cell, model, arrays, images, labels, cache, args, device, precision, has_val, work):
-    """Train a fresh model in place: every epoch (after the last one an interrupted run saved in `work`), then
-    precise batch-norm statistics (--bn-recalibrate on), the eval-mode checks, the selection and the epoch
-    checkpoint (resume.py); the kept epoch's weights are loaded at the end.
-    Returns (history, seconds, class weights, selection)."""
-    train_set, _, imbalance, lr, _ = cell
-    optimizer = engine.make_optimizer(model, lr)
-    scaler = precision.scaler()
-    criterion, weights = engine.make_criterion(imbalance, arrays.labels, len(arrays.classes))
-    criterion = criterion.to(device)
-    batches = training_batches(cell, arrays, images, labels, args)
-    layers = engine.bn_layers(model) if args.bn_recalibrate == "on" else []
-    selection = engine.Selection(args.select or ("best" if has_val else "last"), args.patience)
-    progress = resume.Progress(work, model, optimizer, scaler, batches, selection)  # the clock starts here:
-    history = progress.history  # the training time includes computing cached backbone features
-    # frozen backbones: the head trains on backbone features computed once per chip and view, replaying
-    # the same draws (features.py); every other model trains whole
-    net, batches = cache.features.wrap(model, batches, (train_set, "train"))
-    net = distributed.wrap(net, device)  # `net` itself in one process, DDP under torchrun
-    if args.compile:
-        net = torch.compile(net)
-    for epoch in progress.epochs(args.epochs):  # saved every --checkpoint-every s, restored after a kill
-        loss, acc = engine.train_one_epoch(net, criterion, optimizer, scaler, batches, device, precision,
-                                           f"{runs.cell_name(cell)} epoch {epoch}/{args.epochs}")
-        engine.recalibrate_bn(model, layers, in_order(images, labels, args), device, precision)
-        history.append({"epoch": epoch, "loss": round(loss, 6), "accuracy": round(acc, 2),
-                        **epoch_checks(model, cell, cache, args, device, precision, has_val)})
-        if selection.update(epoch, model, history[-1]["val"]["f1_macro"] if has_val else None):
-            break
-    selection.restore(model)
-    if not layers:
-        distributed.broadcast_buffers(model)  # every rank evaluates the model rank 0 saves (batch-norm stats)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return history, progress.seconds(), weights, selection
-
-
-def fresh_model(cell, classes, images, labels, args, device, precision):
-    """The cell's model, built right after seeding (the cell depends on nothing that ran before it); a frozen
-    backbone with random weights gets batch-norm statistics from one pass over the training split (its default
-    statistics, 0 and 1, make a random ResNet's activations blow up). Returns (model, init sha1, note)."""
-    engine.seed_everything(cell[4])
-    model = build_model(cell[1], len(classes), args.weights)
-    init_sha1 = state_sha1(model)
-    # channels-last on CUDA: the layout tensor cores want; on the CPU the default layout
-    model = model.to(device, memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)
-    layers = engine.bn_layers(model.backbone, trainable_only=False) \
-        if model.frozen_backbone and args.weights == "none" else []
-    engine.recalibrate_bn(model.backbone, layers, in_order(images, labels, args), device, precision)
-    note = f"statistics of the {len(layers)} batch-norm layers of the random frozen backbone from one pass over " \
-        "the training split" if layers else None
-    return model, init_sha1, note
-
-
-def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
-    """Train one cell under its lease in its working folder, from the last epoch an interrupted run finished
-    (resume.CellWork; leases.Held: another run has it), and publish its record folder; returns the record."""
-    train_set, model_name, imbalance, lr, seed = cell
-    with resume.CellWork(cell, args, manifests[train_set], device) as work:  # under torchrun rank 0 alone writes
-        arrays, images, labels = cache.get(train_set, "train")
-        classes, has_val = arrays.classes, sets.has_split(Path(args.data_dir) / train_set, "val")
-        model, init_sha1, frozen_note = fresh_model(cell, classes, images, labels, args, device, precision)
-        history, train_seconds, weights, selection = train_cell(cell, model, arrays, images, labels, cache, args,
-                                                                device, precision, has_val, work)
-        a = runs.cell_args(args, cell, test_sets, NOT_CELL_ARGS)
-        if distributed.rank() == 0:  # `model` is the module inside DDP: no "module." prefix
-            torch.save(checkpoint(model, model_name, classes, args.img_size, args.weights, seed, a),
-                       work.dir / runs.CHECKPOINT)
-        start = time.perf_counter()
-        results = evaluate_sets(model, work.dir, runs.cell_name(cell), test_sets, classes, cache, args, device,
-                                precision)
-        record = {
-            "train_set": train_set, "model": model_name, "imbalance": imbalance, "lr": lr, "seed": seed,
-            "split_seed": sets.split_seed(Path(args.data_dir) / train_set),
-            "classes": classes, "args": a, "command": runs.cell_command(a), "history": history,
-            "protocol": {"name": f"bn {args.bn_recalibrate}, {selection.mode}", "bn_recalibrate": args.bn_recalibrate,
-                         "bn_layers": len(engine.bn_layers(model)) if args.bn_recalibrate == "on" else 0,
-                         "val": has_val, "frozen_bn": frozen_note, **selection.describe()},
-            "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - start, 3),
-            **env, "amp": precision.describe(), "init_sha1": init_sha1,
-            "n_train": len(arrays.labels),
-            "train_counts": {c: int((arrays.labels == k).sum()) for k, c in enumerate(classes)},
-            "class_weights": weights, "focal_gamma": engine.FOCAL_GAMMA if imbalance == "focal" else None,
-            "manifests": {s: manifests[s] for s in dict.fromkeys([train_set, *test_sets])},
-            "feature_cache": cache.features.info.get((train_set, "train"))
-            if cache.features.applies(model, args.augment) else None,
-            "test_sets": results, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        work.publish(record)
-    return record
-
-
-def complete_record(folder, cell, record, missing, cache, manifests, args, device, precision):
-    """Evaluate a finished cell's checkpoint on test sets its record lacks (or whose set was prepared again).
-
-    The new files are written in a hidden folder, moved in one by one (os.replace), and record.json is
-    replaced last: an interruption leaves the old record valid, and it lists only test sets whose files are
-    complete. Under torchrun every rank evaluates its share (evaluate_sets) and rank 0 alone writes.
-    """
-    try:
-        model, _ = load_trained(folder / runs.CHECKPOINT, map_location=device)
-    except (CheckpointError, WeightsUnavailableError) as e:
-        raise SystemExit(grid_checks.checkpoint_failure(e, folder, cell, missing)) from None
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    tmp = folder / f".complete{runs.temp_suffix()}"
-    main = distributed.is_main()
-    if main:
-        tmp.mkdir()
-    try:
-        start = time.perf_counter()
-        results = evaluate_sets(model, tmp, runs.cell_name(cell), missing, record["classes"], cache, args,
-                                device, precision)
-        record["eval_seconds"] = round(record.get("eval_seconds", 0) + time.perf_counter() - start, 3)
-        for path in tmp.iterdir() if main else ():
-            path.replace(folder / path.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    record["test_sets"].update(results)
-    record.setdefault("manifests", {}).update({s: manifests[s] for s in missing})
-    if main:
-        runs.write_text_atomic(folder / runs.RECORD, runs.json_text(record))
-
-
-# ------------------------------------------------------------------------------------------------------------
 # the grid
 
 def finished_cells(cells, args, manifests):
@@ -409,25 +245,29 @@ def describe_grid(args, train_sets, test_sets, grid, cells, todo, device, precis
 
 def run_grid(cells, finished, test_sets, manifests, args, device, precision):
     """Train every unfinished cell (and complete finished records that lack a test set), with progress."""
-    feature_cache = features.FeatureCache(device, precision, args.batch_size, enabled=not args.no_feature_cache)
-    cache = data.SplitCache(args.data_dir, args.img_size, device, args.num_workers, on_disk=args.cache_on_disk,
-                            feature_cache=feature_cache)
+    caches = {}  # one per input variant: its decoded splits and frozen-backbone features
     env = engine.environment(device)
     todo, durations, held = len(cells) - len(finished), [], []
     for index, cell in enumerate(cells, 1):
+        if cell.inputs not in caches:
+            feature_cache = features.FeatureCache(device, precision, args.batch_size,
+                                                  enabled=not args.no_feature_cache)
+            caches[cell.inputs] = data.SplitCache(args.data_dir, args.img_size, device, args.num_workers,
+                                                  on_disk=args.cache_on_disk, feature_cache=feature_cache,
+                                                  inputs=inputs.Inputs.parse(cell.inputs))
+        cache = caches[cell.inputs]
         if cell in finished:
             record = finished[cell]
-            missing = [t for t in test_sets if t not in record["test_sets"]
-                       or record.get("manifests", {}).get(t) != manifests[t]]
+            missing = grid_checks.missing_tests(record, cell, test_sets, manifests)
             if missing:
-                complete_record(runs.cell_dir(args.output_dir, cell), cell, record, missing, cache, manifests,
-                                args, device, precision)
+                grid_cell.complete_record(runs.cell_dir(args.output_dir, cell), cell, record, missing, cache,
+                                          manifests, args, device, precision)
             print(f"[{index}/{len(cells)}] {runs.cell_name(cell)}: finished earlier, skipped (--force retrains "
                   "it)" + (f"; evaluated on {', '.join(missing)}" if missing else ""), flush=True)
             continue
         start = time.perf_counter()
         try:
-            record = run_cell(cell, args, test_sets, cache, manifests, device, precision, env)
+            record = grid_cell.run_cell(cell, args, test_sets, cache, manifests, device, precision, env)
         except WeightsUnavailableError as e:
             raise SystemExit(str(e)) from None
         except leases.Held as e:  # another run trains (or has finished) this cell: on with the next one
@@ -470,7 +310,8 @@ def main(args):
     precision = engine.Precision(args.amp, device)
     train_sets, test_sets, manifests = sets.grid_sets(args.data_dir, args.datasets, args.test_sets)
     n_classes = grid_checks.check_grid(args, train_sets)  # --img-size per model, two classes, --select best
-    grid = list(itertools.product(train_sets, args.models, args.imbalance, args.lr, args.seeds))
+    grid = [runs.Cell(*c) for c in itertools.product(train_sets, args.models, args.imbalance, resolve_inputs(args),
+                                                     args.lr, args.seeds)]
     cells = distributed.shard_cells(grid, args.shard)
     if not cells:
         print(f"shard {args.shard[0]}/{args.shard[1]} has no cells: the grid has {len(grid)}, fewer than "

@@ -255,3 +255,13 @@ def manifest(set_dir):
 def tree_bytes(folder):
     """{relative path: bytes} of every file under `folder`."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def set_manifest_values(set_dir, values):
+    """Rewrite a prepared set's manifest.csv with values[path] = {column: text} set on those rows (columns the
+    manifest lacks are added as the contract's)."""
+    rows = manifest(set_dir)
+    for row in rows:
+        row.update(values.get(row["path"], {}))
+    sets.write_manifest(Path(set_dir) / sets.MANIFEST, [{c: row.get(c, "") for c in sets.MANIFEST_COLUMNS}
+                                                        for row in rows])

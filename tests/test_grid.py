@@ -310,16 +310,20 @@ def test_scores_recomputed_from_predictions_csv_with_sklearn(grid):
     scores = pd.read_csv(grid / "scores.csv")
     per_class = [f"{c}_{m}" for c in CLASSES for m in ("precision", "recall", "f1", "support")]
     assert list(scores.columns) == [
-        "train_set", "test_set", "model", "imbalance", "lr", "seed", "n", "accuracy", "balanced_accuracy",
+        "train_set", "test_set", "model", "imbalance", "inputs", "adaptation", "lr", "seed", "n", "accuracy",
+        "balanced_accuracy",
         "precision_weighted", "recall_weighted", "f1_weighted", "precision_macro", "recall_macro", "f1_macro",
         *per_class, *bootstrap.interval_columns(CLASSES), "protocol", "bn_recalibrate", "select", "epoch",
         "val_f1_macro", "degenerate", "top_share", "selected"]
     assert set(scores[scores.protocol == "baseline"].model) == set(baselines.BASELINES)
     scores = model_rows(scores)
-    assert len(scores) == 4 * 3
+    # 4 cells x 3 test sets, and the adaptations between the two sensors: prior for both models, adabn for the
+    # cnn only (fine_vgg has no batch norm)
+    assert len(scores[scores.adaptation == "none"]) == 4 * 3 and len(scores) == 4 * 3 + 2 * 3
+    assert set(scores[scores.model == "fine_vgg"].adaptation) == {"none", "prior"}
     predictions = model_rows(pd.read_csv(grid / "predictions.csv", keep_default_na=False))
-    keys = ["train_set", "test_set", "model", "imbalance", "lr", "seed"]
-    assert len(predictions) == 4 * (12 + 12 + 24)
+    keys = ["train_set", "test_set", "model", "imbalance", "adaptation", "lr", "seed"]
+    assert len(predictions[predictions.adaptation == "none"]) == 4 * (12 + 12 + 24)
     for key, chips in predictions.groupby(keys):
         row = scores.set_index(keys).loc[key]
         t, p = chips["true"], chips["pred"]
@@ -459,7 +463,12 @@ def test_imbalance_strategies_as_a_grid_axis(tmp_path, capsys):
     for s in records:
         record = json.loads((out / f"runs/fusar/fine_vgg/{s}/lr0.001/seed42/record.json").read_text())
         assert record["finished"] == finished[s] and set(record["test_sets"]) == {"fusar", "opensarship"}
-    assert len(model_rows(pd.read_csv(out / "scores.csv"))) == 6
+    scores = model_rows(pd.read_csv(out / "scores.csv"))
+    # ... with the prior adaptation on the other sensor's set (fine_vgg has no batch norm: no adabn), starting from
+    # the uniform prior these strategies train under
+    assert len(scores[scores.adaptation == "none"]) == 6 and list(scores.adaptation).count("prior") == 3
+    assert record["test_sets"]["opensarship"]["adaptation"]["prior"]["train_prior"] == pytest.approx([1 / 3] * 3)
+    assert "no batch-norm" in record["test_sets"]["opensarship"]["adaptation"]["adabn"]["note"]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -503,7 +512,7 @@ def test_intervals_resample_ships_and_are_recomputable_from_predictions_csv(grid
     scores = pd.read_csv(grid / "scores.csv").fillna({"lr": -1.0})  # the baselines too (no learning rate)
     predictions = pd.read_csv(grid / "predictions.csv", keep_default_na=False)
     predictions["lr"] = predictions["lr"].replace("", "-1").astype(float)
-    keys = ["train_set", "test_set", "model", "imbalance", "lr", "seed"]
+    keys = ["train_set", "test_set", "model", "imbalance", "adaptation", "lr", "seed"]
     for key, chips in predictions.groupby(keys):
         row = scores.set_index(keys).loc[key]
         assert (chips["group"] != "").all()  # every chip carries its ship, from the test set's manifest

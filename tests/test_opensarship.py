@@ -82,6 +82,9 @@ def test_ship_xml_join_gives_mmsi_and_head_tail_for_every_chip():
 def test_slc_spacing_and_grd_slc_acquisition_key():
     _, chips, _, _ = read_all(DATA)[SLC_V2]
     assert chips[0]["spacing_col_m"].startswith("2.3295") and chips[0]["spacing_row_m"].startswith("13.9275")
+    # every real record carries the ship's incidence angle (IW: about 29-46 degrees), which converts the SLC's
+    # slant-range spacing to ground range for harmonised inputs
+    assert all(29 <= float(c["incidence_deg"]) <= 47 for c in chips)
     assert opensarship.acquisition_of(SLC_V2) == "S1A_011596_011B8A"
     assert opensarship.acquisition_of(GRD_V1.replace("GRDH", "SLC_")) == opensarship.acquisition_of(GRD_V1)
 

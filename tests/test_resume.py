@@ -181,7 +181,7 @@ def test_killed_inside_an_epoch_resumes_from_the_last_finished_one(prepared, ref
 
 def test_an_epoch_checkpoint_that_cannot_be_used_is_removed_and_the_cell_starts_over(tmp_path, capsys):
     args = tm.get_args_parser().parse_args([*FLAGS, "--output-dir", str(tmp_path)])
-    cell, cpu, work = ("fusar", "cnn", "sampler", 0.001, 42), torch.device("cpu"), tmp_path / WORK
+    cell, cpu, work = runs.Cell("fusar", "cnn", "sampler", "raw", 0.001, 42), torch.device("cpu"), tmp_path / WORK
     (work / "cell").mkdir(parents=True)
     (work / "cell" / "predictions_old.csv").write_text("left by the killed run\n")
     (work / resume.EPOCH).write_bytes(b"PK\x03\x04 cut short")
