@@ -178,8 +178,24 @@ def plot(table, path):
     plt.close(fig)
 
 
-def section_cross(output_dir, classes, n_boot, seed, report_dir):
-    """The section's markdown lines; writes CSV and FIGURE under output_dir."""
+def left_out_lines(records):
+    """What each input variant left out, from the records' input_variant (the same for every cell of a variant)."""
+    found = {}
+    for rec in records:
+        variant = rec.get("input_variant") or {}
+        for where, reasons in (variant.get("left_out") or {}).items():
+            found.setdefault(variant.get("name"), {})[where] = reasons
+    lines = []
+    for name, per_split in sorted(found.items()):
+        parts = [f"{sum(r.values())} of {where} ({'; '.join(f'{n} {why}' for why, n in r.items())})"
+                 for where, r in sorted(per_split.items())]
+        lines.append(f"- {name} leaves out {', '.join(parts)}: its scores are on the chips it keeps.")
+    return lines + [""] if lines else []
+
+
+def section_cross(output_dir, classes, n_boot, seed, report_dir, records=()):
+    """The section's markdown lines; writes CSV and FIGURE under output_dir. records: the grid's, whose
+    input_variant says which chips each variant left out."""
     output_dir = Path(output_dir)
     lines = ["## Across sensors: inputs and adaptation", ""]
     scores = read_scores(output_dir / "scores.csv")
@@ -201,6 +217,7 @@ def section_cross(output_dir, classes, n_boot, seed, report_dir):
                "unadapted runs of the same seeds, with its interval (an interval that excludes 0 is a change the "
                "test ships support). Models at imbalance none and the learning rate chosen on validation; "
                f"size_only and shortcut are fitted on the same inputs. Every row is in [{CSV}]({CSV})."), ""]
+    lines += left_out_lines(records)
     lines += table_lines(table)
     lines += shortcut_lines(rows, classes)
     return lines + [f"![cross-sensor macro-F1]({Path(FIGURE).as_posix()})", ""]

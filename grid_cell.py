@@ -12,6 +12,7 @@ too (adaptation.py), each written as its own predictions file.
 
 import shutil
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -199,11 +200,12 @@ def fresh_model(cell, classes, images, labels, args, device, precision):
 
 
 def input_variant(cell, cache, test_sets):
-    """What the record keeps of the cell's inputs: the variant (inputs.py) and the chips each split left out (an
-    SLC chip without an incidence angle, a chip without pixel spacing)."""
+    """What the record keeps of the cell's inputs: the variant (inputs.py) and, per set and split, how many chips it
+    left out for each reason (an SLC chip without an incidence angle, a chip without pixel spacing)."""
     spec = inputs.Inputs.parse(cell.inputs)
     splits = [(cell.train_set, "train"), *((t, "test") for t in test_sets)]
-    left_out = {f"{s}/{split}": len(cache.get(s, split)[0].left_out) for s, split in splits}
+    left_out = {f"{s}/{split}": dict(Counter(reason for _, reason in cache.get(s, split)[0].left_out))
+                for s, split in splits}
     return {"name": spec.name, "m_per_px": spec.m_per_px, "match_resolution": spec.match,
             "radiometry": spec.radiometry, "left_out": {k: n for k, n in left_out.items() if n}}
 

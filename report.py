@@ -411,7 +411,7 @@ def build_report(output_dir, data_dir, exp_dir=None, n_boot=N_BOOTSTRAP, grids=N
     figure_lines = image_lines([figure], output_dir) if len(g["pairs"]) else []
     lines += section_imbalance(g["shown"], g["effects"], g["rarest"], figure_lines, n_boot)
     lines += section_transfer(g["gaps"], heatmap_lines(output_dir, g["shown"]), n_boot)
-    lines += section_cross(output_dir, g["classes"], n_boot, BOOTSTRAP_SEED, output_dir)
+    lines += section_cross(output_dir, g["classes"], n_boot, BOOTSTRAP_SEED, output_dir, [r for _, r in g["found"]])
     lines += section_gradcam(exp_dir, output_dir)
     lines += section_calibration(output_dir, output_dir)
     lines += section_hardware(g["found"])

@@ -234,7 +234,8 @@ def finished_cells(cells, args, manifests):
 def describe_grid(args, train_sets, test_sets, grid, cells, todo, device, precision):
     shard = f" (shard {args.shard[0]}/{args.shard[1]}: {len(cells)} of them)" if args.shard else ""
     print(f"grid: {len(train_sets)} training set(s) x {len(args.models)} model(s) x {len(args.imbalance)} "
-          f"imbalance strateg{'y' if len(args.imbalance) == 1 else 'ies'} x {len(args.lr)} learning rate(s) x "
+          f"imbalance strateg{'y' if len(args.imbalance) == 1 else 'ies'} x {len(args.inputs)} input variant(s) "
+          f"({', '.join(args.inputs)}) x {len(args.lr)} learning rate(s) x "
           f"{len(args.seeds)} seed(s) = {len(grid)} cells{shard}, {todo} to train; tested on {', '.join(test_sets)}")
     print(f"settings: epochs={args.epochs} batch_size={args.batch_size} Adam img_size={args.img_size} "
           f"augment={args.augment} weights={args.weights} bn-recalibrate={args.bn_recalibrate} "

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures import expected_scores, write_tiny_prepared
+from fixtures import expected_scores, manifest, set_manifest_values, write_tiny_prepared
 
 import adaptation
 import cross_section
@@ -19,6 +19,7 @@ import test_models as tm
 
 torch.set_num_threads(1)
 CLASSES = ["Cargo", "Fishing", "Tanker"]
+NO_SPACING = "no pixel spacing in the manifest (a FUSAR-Ship chip without a meta.csv row)"
 QUICK = ["--img-size", "16", "--epochs", "1", "--weights", "none", "--device", "cpu", "--num-workers", "0",
          "--seeds", "0", "--bootstrap", "50"]
 
@@ -30,6 +31,9 @@ def run(*flags):
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     prepared = write_tiny_prepared(tmp_path_factory.mktemp("prepared"))
+    # a FUSAR-Ship test chip without pixel spacing (no meta.csv row): harmonised inputs leave it out
+    blank = next(r["path"] for r in manifest(prepared / "fusar") if r["split"] == "test")
+    set_manifest_values(prepared / "fusar", {blank: {"spacing_row_m": "", "spacing_col_m": ""}})
     out = tmp_path_factory.mktemp("grid")
     run("--data-dir", str(prepared), "--output-dir", str(out), "--datasets", "fusar,opensarship,mixed",
         "--models", "cnn", "--inputs", "raw,m4-clutter")
@@ -45,6 +49,11 @@ def test_input_variants_are_a_level_of_runs_and_part_of_the_record(grid):
     assert record["inputs"] == "m4-clutter"
     assert record["input_variant"]["m_per_px"] == 4 and record["input_variant"]["radiometry"] == "clutter"
     assert "--inputs m4-clutter" in record["command"]
+    # the chip without spacing is left out of the harmonised cells' fusar tests, and counted with its reason
+    assert record["input_variant"]["left_out"] == {"fusar/test": {NO_SPACING: 1}}
+    n_raw = len(pd.read_csv(raw / "predictions_fusar.csv"))
+    assert len(pd.read_csv(harmonised / "predictions_fusar.csv")) == n_raw - 1
+    assert record["test_sets"]["fusar"]["left_out"] == 1
     found = {(r["train_set"], r["inputs"]) for _, r in runs.find_records(out)}
     assert found == {(s, v) for s in ("fusar", "opensarship", "mixed") for v in ("raw", "m4-clutter")}
 
@@ -99,6 +108,7 @@ def test_report_has_the_cross_sensor_section(grid):
                                                      "--bootstrap", "50"]))
     text = (out / "report.md").read_text()
     assert "## Across sensors" in text and "**fusar → opensarship**" in text
+    assert "- m4-clutter leaves out 1 of fusar/test (1 no pixel spacing" in text
     table = pd.read_csv(out / cross_section.CSV, keep_default_na=False)
     cnn = table[table.model == "cnn"]
     assert len(cnn) == 2 * 2 * 3  # two directions x two inputs x (none, adabn, prior)
@@ -113,3 +123,18 @@ def test_report_has_the_cross_sensor_section(grid):
     assert "m4-clutter" not in main.to_string()
     # the baselines were fitted again on the harmonised inputs, in their own folder
     assert Path(out, "baselines/fusar/m4-clutter/shortcut", runs.RECORD).is_file()
+
+
+def test_input_flags_name_one_variant_or_the_axis(tmp_path):
+    def resolve(*flags):
+        return tm.resolve_inputs(tm.get_args_parser().parse_args(list(flags)))
+
+    assert resolve() == ["raw"]
+    assert resolve("--m-per-px", "10", "--match-resolution", "--radiometry", "clutter") == ["m10-match-clutter"]
+    assert resolve("--inputs", "raw,m2.5,clutter") == ["raw", "m2.5", "clutter"]
+    with pytest.raises(SystemExit, match="--inputs and --m-per-px/--match-resolution/--radiometry both name"):
+        resolve("--inputs", "raw", "--m-per-px", "10")
+    with pytest.raises(SystemExit, match="--match-resolution needs --m-per-px"):
+        resolve("--match-resolution")
+    with pytest.raises(SystemExit):  # argparse: a bad name is a usage error, exit status 2
+        tm.get_args_parser().parse_args(["--inputs", "raw,m10-blur"])
