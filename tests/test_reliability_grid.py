@@ -199,13 +199,14 @@ def test_ctrl_c_mid_cell_keeps_finished_cells_and_says_how_to_resume(tmp_path, s
     write_tiny_prepared(data, sets=("big",), counts={"train": dict.fromkeys(CLASSES, 100),
                                                      "test": dict.fromkeys(CLASSES, 1)})
     out, stdout, stderr = tmp_path / "out", tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    command = [sys.executable, "test_models.py", *QUICK, "--epochs", "3", "--data-dir", str(data), "--output-dir",
+    # eight epochs: the big cell trains for seconds, so a loaded machine that polls late still signals mid-cell
+    command = [sys.executable, "test_models.py", *QUICK, "--epochs", "8", "--data-dir", str(data), "--output-dir",
                str(out), "--datasets", "fusar,big", "--test-sets", "fusar"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with open(stdout, "w") as so, open(stderr, "w") as se:
         proc = subprocess.Popen(command, cwd=REPO, stdout=so, stderr=se, env=env)
         deadline = time.monotonic() + 120
-        while "big/cnn/none/lr0.001/seed1 epoch 1/3" not in stderr.read_text() and proc.poll() is None:
+        while "big/cnn/none/lr0.001/seed1 epoch 1/8" not in stderr.read_text() and proc.poll() is None:
             assert time.monotonic() < deadline, stderr.read_text()
             time.sleep(0.05)
         proc.send_signal(sig)
