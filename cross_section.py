@@ -171,7 +171,7 @@ def plot(table, path):
         ax.set_title(f"{train_set} → {test_set}")
         ax.set_ylim(0, 100)
     axes[0][0].set_ylabel("macro-F1 (%)")
-    axes[0][1].legend(title="inputs / adaptation", fontsize=7, loc="upper right")
+    axes[0][1].legend(title="inputs / adaptation", fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     runs.write_atomic(path, lambda p: fig.savefig(p, dpi=110, format="png"))

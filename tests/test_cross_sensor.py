@@ -3,6 +3,7 @@ layout, the records, the rows of scores.csv, every variant recomputed from the s
 report's cross-sensor section. CPU only, 16 px, 1 epoch."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,12 @@ def test_input_flags_name_one_variant_or_the_axis(tmp_path):
         resolve("--match-resolution")
     with pytest.raises(SystemExit):  # argparse: a bad name is a usage error, exit status 2
         tm.get_args_parser().parse_args(["--inputs", "raw,m10-blur"])
+
+
+def test_a_grid_of_harmonised_cells_alone_asks_for_the_raw_ones(grid, tmp_path):
+    prepared, out = grid
+    for folder in (out / "runs").glob("*/*/*/m4-clutter"):
+        shutil.copytree(folder, tmp_path / folder.relative_to(out))
+    with pytest.raises(SystemExit, match="all of other input variants than raw.*--inputs raw"):
+        report.main(report.get_args_parser().parse_args(["--output-dir", str(tmp_path), "--data-dir",
+                                                         str(prepared), "--bootstrap", "20"]))
