@@ -11,12 +11,13 @@ PY := $(VENV)/bin/python
 # cheap models at three seeds (intervals) and again with a class-weighted loss (imbalance), on the two datasets;
 # every cell tested on the three test sets (cross-sensor), with the label-free adaptations between FUSAR-Ship and
 # OpenSARShip; the cheap models again on 10 m pixels, with and without clutter radiometry, two seeds (the
-# cross-sensor comparison); the baselines beside them on every input. Three epochs. `make demo WEIGHTS=imagenet`
-# uses ImageNet weights where they can be downloaded.
+# cross-sensor comparison); the baselines beside them on every input. Three epochs. WEIGHTS=auto: ImageNet weights
+# where they are in the torch cache or can be downloaded, random ones otherwise (offline, as here); the records and
+# the report say which each model got. `make demo WEIGHTS=none` never looks for them.
 DEMO_DIR ?= demo
 DEMO_DATA ?= data/synthetic_prepared
 DEMO_CHIPS ?= 256
-WEIGHTS ?= none
+WEIGHTS ?= auto
 DEMO_GRID ?= --img-size 48 --epochs 3 --batch-size 32
 DEMO_CHEAP ?= cnn,fine_resnet
 DEMO_LRS ?= 0.001,0.0001

@@ -29,7 +29,8 @@ import resume
 import runs
 import sets
 import tables
-from models import CheckpointError, WeightsUnavailableError, build_model, checkpoint, load_trained, state_sha1
+from models import CheckpointError, build_model, checkpoint, load_trained, state_sha1
+from pretrained import WeightsUnavailableError, resolve_weights
 
 # Everything but these args is part of a cell's identity (tables.TRAIN_SETTINGS decides what must match).
 NOT_CELL_ARGS = ("force", "aggregate_only", "shard", "bootstrap", "checkpoint_every", "lease_timeout",
@@ -185,18 +186,20 @@ def train_cell(cell, model, arrays, images, labels, cache, args, device, precisi
 def fresh_model(cell, classes, images, labels, args, device, precision):
     """The cell's model, built right after seeding (the cell depends on nothing that ran before it); a frozen
     backbone with random weights gets batch-norm statistics from one pass over the training split (its default
-    statistics, 0 and 1, make a random ResNet's activations blow up). Returns (model, init sha1, note)."""
+    statistics, 0 and 1, make a random ResNet's activations blow up). Returns (model, init sha1, note, the weights
+    it got: --weights auto resolved)."""
     engine.seed_everything(cell.seed)
-    model = build_model(cell.model, len(classes), args.weights)
+    weights = resolve_weights(cell.model, args.weights)  # --weights auto: what this model actually gets
+    model = build_model(cell.model, len(classes), weights)
     init_sha1 = state_sha1(model)
     # channels-last on CUDA: the layout tensor cores want; on the CPU the default layout
     model = model.to(device, memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)
     layers = engine.bn_layers(model.backbone, trainable_only=False) \
-        if model.frozen_backbone and args.weights == "none" else []
+        if model.frozen_backbone and weights == "none" else []
     engine.recalibrate_bn(model.backbone, layers, in_order(images, labels, args), device, precision)
     note = f"statistics of the {len(layers)} batch-norm layers of the random frozen backbone from one pass over " \
         "the training split" if layers else None
-    return model, init_sha1, note
+    return model, init_sha1, note, weights
 
 
 def input_variant(cell, cache, test_sets):
@@ -217,19 +220,20 @@ def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
     with resume.CellWork(cell, args, manifests[train_set], device) as work:  # under torchrun rank 0 alone writes
         arrays, images, labels = cache.get(train_set, "train")
         classes, has_val = arrays.classes, sets.has_split(Path(args.data_dir) / train_set, "val")
-        model, init_sha1, frozen_note = fresh_model(cell, classes, images, labels, args, device, precision)
+        model, init_sha1, frozen_note, weights_got = fresh_model(cell, classes, images, labels, args, device,
+                                                                 precision)
         history, train_seconds, weights, selection = train_cell(cell, model, arrays, images, labels, cache, args,
                                                                 device, precision, has_val, work)
         a = runs.cell_args(args, cell, test_sets, NOT_CELL_ARGS)
         if distributed.rank() == 0:  # `model` is the module inside DDP: no "module." prefix
-            torch.save(checkpoint(model, model_name, classes, args.img_size, args.weights, seed, a),
+            torch.save(checkpoint(model, model_name, classes, args.img_size, weights_got, seed, a),
                        work.dir / runs.CHECKPOINT)
         start = time.perf_counter()
         results = evaluate_sets(model, work.dir, runs.cell_name(cell), test_sets, classes, cache, args, device,
                                 precision, cell, arrays.labels)
         record = {
             "train_set": train_set, "model": model_name, "imbalance": imbalance, "inputs": inputs, "lr": lr,
-            "seed": seed, "input_variant": input_variant(cell, cache, test_sets),
+            "seed": seed, "weights": weights_got, "input_variant": input_variant(cell, cache, test_sets),
             "split_seed": sets.split_seed(Path(args.data_dir) / train_set),
             "classes": classes, "args": a, "command": runs.cell_command(a), "history": history,
             "protocol": {"name": f"bn {args.bn_recalibrate}, {selection.mode}", "bn_recalibrate": args.bn_recalibrate,

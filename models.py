@@ -44,45 +44,33 @@ Choices and why:
   that by default (compute_input_gradient=False), so callers pass `x.requires_grad_(True)`.
 - Grad-CAM target: the activation of the last convolution whose map is at least 7x7 at 224 px (cnn 56x56,
   VGG 14x14, ResNet 7x7), never the final pooling (a 1x1 map gives uniform heat maps: defect 11).
-- ImageNet weights come through torchvision's weights API and cache,
+- ImageNet weights come through torchvision's weights API and cache (pretrained.py):
   torch.hub.get_dir()/checkpoints/<file name of the weights URL> ($TORCH_HOME/hub/checkpoints, by default
   ~/.cache/torch/hub/checkpoints). A missing file is downloaded when the server answers within a few
   seconds; otherwise WeightsUnavailableError says which file to put where, or to use --weights none.
+  --weights auto takes them where they are at hand and random weights otherwise (pretrained.resolve_weights).
 """
 import argparse
 import hashlib
 import pickle
-import socket
 import statistics
-import threading
 import time
-import urllib.request
 from collections import OrderedDict
-from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
-from torchvision.models import ResNet50_Weights, VGG16_Weights
 
 from cli import HelpFormatter, add_shared, comma_list, int_at_least, run_main
 from engine import resolve_device
+from pretrained import (RESNET_WEIGHTS, VGG_WEIGHTS, WEIGHT_CHOICES, WeightsUnavailableError, imagenet_state_dict,
+                        resolve_weights)
 
 MODEL_NAMES = ("cnn", "vgg", "resnet", "fine_vgg", "fine_resnet")  # the study's five, the default grid
 MODEL_CHOICES = (*MODEL_NAMES, "fine_vgg_gap")  # and named variants
-WEIGHT_CHOICES = ("imagenet", "none")
-VGG_WEIGHTS = VGG16_Weights.IMAGENET1K_V1
-RESNET_WEIGHTS = ResNet50_Weights.IMAGENET1K_V1
 HEAD_HIDDEN = 4096  # the study's head width
 HEAD_DROPOUT = 0.5  # the study's nn.Dropout() default
-CONNECT_TIMEOUT_S = 5.0  # an offline machine must fail fast, not hang on DNS or TCP
-READ_TIMEOUT_S = 60.0  # a download that stalls this long is abandoned (partial file removed by torch.hub)
-
-
-class WeightsUnavailableError(RuntimeError):
-    """ImageNet weights are neither in the torch hub cache nor downloadable from here."""
 
 
 class CheckpointError(ValueError):
@@ -150,84 +138,6 @@ def study_head(in_features: int, num_classes: int) -> nn.Sequential:
         nn.Dropout(HEAD_DROPOUT),
         nn.Linear(HEAD_HIDDEN, num_classes),
     )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# ImageNet weights through torchvision's weights API and the torch hub cache
-
-def weights_path(weights: torchvision.models.WeightsEnum) -> Path:
-    """Where torchvision looks for (and downloads) these weights:
-    torch.hub.get_dir()/checkpoints/<file name of the URL>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
-
-
-def _unavailable(weights, reason: str) -> WeightsUnavailableError:
-    path = weights_path(weights)
-    builder = type(weights).__name__.removesuffix("_Weights").lower()  # VGG16_Weights -> vgg16
-    return WeightsUnavailableError(
-        f"ImageNet weights {weights} are not in the torch cache and could not be downloaded ({reason}).\n"
-        f"  expected file: {path}\n"
-        f"  cache folder:  {path.parent}  (torch.hub.get_dir()/checkpoints; set TORCH_HOME to use another)\n"
-        "Fix, either:\n"
-        f"  - on a machine with internet, fetch the file:\n"
-        f"      curl -L -o {path.name} {weights.url}\n"
-        f"    or let torchvision fetch it into that machine's cache:\n"
-        f"      python -c \"import torchvision; torchvision.models.{builder}(weights='{weights.name}')\"\n"
-        f"    and copy it to {path} here;\n"
-        "  - or run with --weights none (VGG and ResNet then start from random weights, unlike the study)."
-    )
-
-
-def _reachable(url: str, timeout: float) -> str | None:
-    """None if the server answers within `timeout` seconds, else the reason. Runs in a daemon thread because
-    name resolution ignores socket timeouts and can block far longer on a machine without network."""
-    outcome = {}
-
-    def probe():
-        try:
-            # a fresh opener reads the proxy settings now (urlopen's global one froze them at first use)
-            with urllib.request.build_opener().open(url, timeout=timeout):
-                outcome["ok"] = True
-        except Exception as e:  # noqa: BLE001 - a probe: any failure (DNS, refused, TLS, HTTP) = unreachable
-            outcome["error"] = f"{type(e).__name__}: {e}"
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 1.0)
-    if outcome.get("ok"):
-        return None
-    return outcome.get("error", f"no answer from {urlparse(url).hostname} within {timeout:.0f} s")
-
-
-def fetch_weights(weights: torchvision.models.WeightsEnum) -> Path:
-    """Make sure the weights file is in the torch cache (downloading it if the network allows it);
-    return its path."""
-    path = weights_path(weights)
-    if path.is_file():
-        return path
-    reason = _reachable(weights.url, CONNECT_TIMEOUT_S)
-    if reason is not None:
-        raise _unavailable(weights, reason)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # torchvision file names carry a prefix of the file's sha256, which torch.hub checks
-    hash_prefix = torch.hub.HASH_REGEX.search(path.name).group(1)
-    print(f"downloading {weights.url} to {path}", flush=True)
-    previous = socket.getdefaulttimeout()
-    # torch.hub's urlopen takes no timeout argument: without this a stalled transfer would hang forever
-    socket.setdefaulttimeout(READ_TIMEOUT_S)
-    try:
-        torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=hash_prefix, progress=True)
-    except (OSError, RuntimeError) as e:  # network errors; RuntimeError is torch.hub's hash mismatch
-        raise _unavailable(weights, f"download failed: {type(e).__name__}: {e}") from e
-    finally:
-        socket.setdefaulttimeout(previous)
-    return path
-
-
-def imagenet_state_dict(weights: torchvision.models.WeightsEnum) -> dict:
-    fetch_weights(weights)
-    # through torchvision's API: it resolves the same cached file; weights_only keeps unpickling safe
-    return weights.get_state_dict(map_location="cpu", progress=False, check_hash=True, weights_only=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -302,12 +212,11 @@ _BUILDERS = {
 
 def build_model(name: str, num_classes: int, weights: str = "imagenet") -> Classifier:
     """A fresh model. weights: "imagenet" (VGG/ResNet backbones start from ImageNet; the cnn is always
-    randomly initialised) or "none" (random everywhere). Raises WeightsUnavailableError when ImageNet
-    weights are needed, not cached and not downloadable."""
+    randomly initialised), "none" (random everywhere) or "auto" (resolve_weights: imagenet where the file is at
+    hand). Raises WeightsUnavailableError when ImageNet weights are needed, not cached and not downloadable."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_CHOICES)}")
-    if weights not in WEIGHT_CHOICES:
-        raise ValueError(f"unknown weights {weights!r}; valid: {', '.join(WEIGHT_CHOICES)}")
+    weights = resolve_weights(name, weights)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     return _BUILDERS[name](num_classes, weights)

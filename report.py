@@ -381,7 +381,18 @@ def header_lines(data_dir, g):
                      f"sets {', '.join(ordered(per_run['train_set'], SETS))}; models "
                      f"{', '.join(ordered(per_run['model'], MODEL_NAMES))}; imbalance strategies "
                      f"{', '.join(ordered(per_run['imbalance'], IMBALANCE))}; {seeds_text(g['found'])}."), "",
-                    protocols.protocol_line(per_run), ""]
+                    weights_line(g["found"]), "", protocols.protocol_line(per_run), ""]
+
+
+def weights_line(found):
+    """The weights each model started from, as the records keep them (--weights auto resolved: never "auto")."""
+    got = {}
+    for _, rec in found:
+        asked = rec.get("args", {}).get("weights")
+        got.setdefault(rec["model"], set()).add(rec.get("weights") or asked)
+    parts = [f"{m} {'/'.join(sorted(map(str, got[m])))}" for m in ordered(got, MODEL_NAMES) if m in MODEL_NAMES]
+    return ("Weights the models started from (imagenet: ImageNet-pretrained backbone; none: random; --weights auto "
+            "takes ImageNet where the file is at hand): " + "; ".join(parts) + ".")
 
 
 def write_tables(output_dir, g):

@@ -93,7 +93,8 @@ import runs
 import sets
 import tables
 from cli import HelpFormatter, add_shared, comma_list, duration_text, float_in, int_at_least, run_main
-from models import MODEL_CHOICES, MODEL_NAMES, WEIGHT_CHOICES, WeightsUnavailableError
+from models import MODEL_CHOICES, MODEL_NAMES
+from pretrained import WEIGHT_CHOICES, WeightsUnavailableError
 
 # The study's recipe (docs/reference-study.md): Adam, lr 0.001, 10 epochs, batch 64, 224 x 224, horizontal flip,
 # ImageNet weights for VGG and ResNet, one seed, no rebalancing.

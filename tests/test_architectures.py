@@ -19,7 +19,9 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import models
-from models import MODEL_NAMES, WeightsUnavailableError, build_model, load_trained
+import pretrained
+from models import MODEL_NAMES, build_model, load_trained
+from pretrained import WeightsUnavailableError
 
 C = 3  # classes
 FEATURES = {"cnn": 4096, "vgg": 512 * 7 * 7, "resnet": 2048, "fine_vgg": 512 * 7 * 7, "fine_resnet": 2048}
@@ -227,17 +229,17 @@ def torch_home(tmp_path, monkeypatch):
     for var in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(var, raising=False)
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
-    assert models.weights_path(models.VGG_WEIGHTS).parent == checkpoints
+    assert pretrained.weights_path(pretrained.VGG_WEIGHTS).parent == checkpoints
     return checkpoints
 
 
 def test_resnet_imagenet_weights_load_from_cache(torch_home):
-    assert models.weights_path(models.RESNET_WEIGHTS).name == "resnet50-0676ba61.pth"
+    assert pretrained.weights_path(pretrained.RESNET_WEIGHTS).name == "resnet50-0676ba61.pth"
     state = torchvision.models.resnet50(weights=None).state_dict()  # the real file's keys and shapes
     state["conv1.weight"].fill_(0.125)
     state["layer4.2.bn3.running_mean"].fill_(0.5)
     torch_home.mkdir(parents=True)
-    torch.save(state, models.weights_path(models.RESNET_WEIGHTS))
+    torch.save(state, pretrained.weights_path(pretrained.RESNET_WEIGHTS))
 
     model = build_model("fine_resnet", C)  # weights="imagenet" is the default
     assert torch.equal(model.backbone.conv1.weight, torch.full_like(model.backbone.conv1.weight, 0.125))
@@ -247,7 +249,7 @@ def test_resnet_imagenet_weights_load_from_cache(torch_home):
 
 
 def test_vgg_imagenet_weights_load_from_cache(torch_home):
-    assert models.weights_path(models.VGG_WEIGHTS).name == "vgg16-397923af.pth"
+    assert pretrained.weights_path(pretrained.VGG_WEIGHTS).name == "vgg16-397923af.pth"
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
     state = {f"features.{k}": v for k, v in features.state_dict().items()}
     state["features.28.weight"].fill_(-0.25)
@@ -255,7 +257,7 @@ def test_vgg_imagenet_weights_load_from_cache(torch_home):
     # with tiny tensors instead of the 480 MB ones
     state.update({f"classifier.{i}.{p}": torch.zeros(1) for i in (0, 3, 6) for p in ("weight", "bias")})
     torch_home.mkdir(parents=True)
-    torch.save(state, models.weights_path(models.VGG_WEIGHTS))
+    torch.save(state, pretrained.weights_path(pretrained.VGG_WEIGHTS))
 
     model = build_model("fine_vgg", C, weights="imagenet")
     assert torch.equal(model.backbone.features[28].weight, torch.full((512, 512, 3, 3), -0.25))
@@ -283,7 +285,7 @@ def test_hanging_name_lookup_times_out(torch_home, monkeypatch):
         release.wait(30)
         raise socket.gaierror("test: lookup released")
 
-    monkeypatch.setattr(models, "CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(pretrained, "CONNECT_TIMEOUT_S", 0.5)
     monkeypatch.setattr(socket, "getaddrinfo", hang)
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(var)
@@ -319,11 +321,11 @@ def test_download_into_cache_checks_hash(tmp_path, torch_home, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
-        path = models.fetch_weights(types.SimpleNamespace(url=base + good, name="TINY"))
+        path = pretrained.fetch_weights(types.SimpleNamespace(url=base + good, name="TINY"))
         assert path == torch_home / good
         assert path.read_bytes() == payload
         with pytest.raises(WeightsUnavailableError, match="invalid hash"):
-            models.fetch_weights(types.SimpleNamespace(url=base + "bad-00000000.pth", name="BAD"))
+            pretrained.fetch_weights(types.SimpleNamespace(url=base + "bad-00000000.pth", name="BAD"))
         assert sorted(p.name for p in torch_home.iterdir()) == [good]
     finally:
         server.shutdown()
@@ -404,7 +406,7 @@ def test_frozen_checkpoint_rebuilds_imagenet_backbone_and_needs_its_file(torch_h
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
     state = {f"features.{k}": v for k, v in features.state_dict().items()}
     torch_home.mkdir(parents=True)
-    torch.save(state, models.weights_path(models.VGG_WEIGHTS))
+    torch.save(state, pretrained.weights_path(pretrained.VGG_WEIGHTS))
     model = _trained_frozen("fine_vgg", "imagenet")
     path = tmp_path / "checkpoint.pt"
     torch.save(models.checkpoint(model, "fine_vgg", ["a", "b", "c"], 32, "imagenet", 3, {}), path)
@@ -413,10 +415,10 @@ def test_frozen_checkpoint_rebuilds_imagenet_backbone_and_needs_its_file(torch_h
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
 
     state["features.0.weight"].fill_(0.5)  # another weights file under the same name
-    torch.save(state, models.weights_path(models.VGG_WEIGHTS))
+    torch.save(state, pretrained.weights_path(pretrained.VGG_WEIGHTS))
     with pytest.raises(ValueError, match="imagenet weights file is not the one"):
         load_trained(path)
-    models.weights_path(models.VGG_WEIGHTS).unlink()  # offline, file gone: the loader's own message
+    pretrained.weights_path(pretrained.VGG_WEIGHTS).unlink()  # offline, file gone: the loader's own message
     with pytest.raises(WeightsUnavailableError, match="vgg16-397923af.pth"):
         load_trained(path)
 

@@ -204,7 +204,10 @@ def test_ctrl_c_mid_cell_keeps_finished_cells_and_says_how_to_resume(tmp_path, s
                str(out), "--datasets", "fusar,big", "--test-sets", "fusar"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with open(stdout, "w") as so, open(stderr, "w") as se:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=so, stderr=se, env=env)
+        # SIGINT back to its default in the child: a test run started in the background (`pytest &`, as CI
+        # scripts do) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+        proc = subprocess.Popen(command, cwd=REPO, stdout=so, stderr=se, env=env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 120
         while "big/cnn/none/lr0.001/seed1 epoch 1/8" not in stderr.read_text() and proc.poll() is None:
             assert time.monotonic() < deadline, stderr.read_text()
