@@ -209,6 +209,19 @@ def _as_inputs(inputs):
     return inputs if isinstance(inputs, chip_inputs.Inputs) else chip_inputs.Inputs.parse(inputs)
 
 
+def chip_args(row, variant):
+    """What inputs.transform needs of one manifest row under `variant`, besides the pixels: (spacing, resolution,
+    seed, product), or the reason (a string) why the variant cannot show the chip. The one rule for the grid's
+    splits (_keep) and predict.py's new chips."""
+    geometry = chip_inputs.geometry_for(row, variant)
+    if isinstance(geometry, str):
+        return geometry
+    # the padding's draws are seeded by the chip's own sha1: the same chip gets the same pixels in any split, set or
+    # order
+    seed = int((row.get("sha1") or "0")[:8], 16)
+    return (*geometry, seed, "cal" if row.get("product") == "cal" else "uint8")
+
+
 def _keep(rows, variant, set_dir, split):
     """(rows kept, their transform arguments (spacing, resolution, seed, product) or None for raw, left out as
     (path, reason)): a harmonised variant leaves out the chips it cannot show. Recomputed from the manifest on
@@ -217,15 +230,12 @@ def _keep(rows, variant, set_dir, split):
         return rows, None, []
     kept, chips, left_out = [], [], []
     for row in rows:
-        geometry = chip_inputs.geometry_for(row, variant)
-        if isinstance(geometry, str):
-            left_out.append((row["path"], geometry))
+        chip = chip_args(row, variant)
+        if isinstance(chip, str):
+            left_out.append((row["path"], chip))
             continue
         kept.append(row)
-        # the padding's draws are seeded by the chip's own sha1: the same chip gets the same pixels in any split,
-        # set or order
-        seed = int((row.get("sha1") or "0")[:8], 16)
-        chips.append((*geometry, seed, "cal" if row.get("product") == "cal" else "uint8"))
+        chips.append(chip)
     if not kept:
         reasons = "; ".join(f"{n} {r}" for r, n in Counter(r for _, r in left_out).most_common())
         raise ChipReadError(f"{set_dir}: none of its {len(rows)} {split} chips can be shown as {variant.name} "

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import adaptation
+import curves
 import data
 import distributed
 import engine
@@ -34,7 +35,8 @@ from pretrained import WeightsUnavailableError, resolve_weights
 
 # Everything but these args is part of a cell's identity (tables.TRAIN_SETTINGS decides what must match).
 NOT_CELL_ARGS = ("force", "aggregate_only", "shard", "bootstrap", "checkpoint_every", "lease_timeout",
-                 "m_per_px", "match_resolution", "radiometry")  # the cell's `inputs` says what these did
+                 "m_per_px", "match_resolution", "radiometry",  # the cell's `inputs` says what these did
+                 "tensorboard")
 
 
 def split_probs(model, cache, set_name, split, args, device, precision, index=None):
@@ -149,7 +151,8 @@ def epoch_checks(model, cell, cache, args, device, precision, has_val):
 def train_cell(cell, model, arrays, images, labels, cache, args, device, precision, has_val, work):
     """Train a fresh model in place: every epoch (after the last one an interrupted run saved in `work`), then
     precise batch-norm statistics (--bn-recalibrate on), the eval-mode checks, the selection and the epoch
-    checkpoint (resume.py); the kept epoch's weights are loaded at the end.
+    checkpoint (resume.py); the kept epoch's weights are loaded at the end. --tensorboard DIR: each epoch's
+    scalars to DIR/<cell name> (curves.EpochLog), from rank 0.
     Returns (history, seconds, class weights, selection)."""
     train_set, imbalance, lr = cell.train_set, cell.imbalance, cell.lr
     optimizer = engine.make_optimizer(model, lr)
@@ -167,14 +170,18 @@ def train_cell(cell, model, arrays, images, labels, cache, args, device, precisi
     net = distributed.wrap(net, device)  # `net` itself in one process, DDP under torchrun
     if args.compile:
         net = torch.compile(net)
-    for epoch in progress.epochs(args.epochs):  # saved every --checkpoint-every s, restored after a kill
-        loss, acc = engine.train_one_epoch(net, criterion, optimizer, scaler, batches, device, precision,
-                                           f"{runs.cell_name(cell)} epoch {epoch}/{args.epochs}")
-        engine.recalibrate_bn(model, layers, in_order(images, labels, args), device, precision)
-        history.append({"epoch": epoch, "loss": round(loss, 6), "accuracy": round(acc, 2),
-                        **epoch_checks(model, cell, cache, args, device, precision, has_val)})
-        if selection.update(epoch, model, history[-1]["val"]["f1_macro"] if has_val else None):
-            break
+    log_dir = args.tensorboard if distributed.is_main() else None
+    with curves.EpochLog(log_dir, runs.cell_name(cell)) as log:
+        for epoch in progress.epochs(args.epochs):  # saved every --checkpoint-every s, restored after a kill
+            loss, acc = engine.train_one_epoch(net, criterion, optimizer, scaler, batches, device, precision,
+                                               f"{runs.cell_name(cell)} epoch {epoch}/{args.epochs}")
+            engine.recalibrate_bn(model, layers, in_order(images, labels, args), device, precision)
+            history.append({"epoch": epoch, "loss": round(loss, 6), "accuracy": round(acc, 2),
+                            **epoch_checks(model, cell, cache, args, device, precision, has_val)})
+            log.add(history[-1])
+            if selection.update(epoch, model, history[-1]["val"]["f1_macro"] if has_val else None):
+                break
+        log.kept(selection.epoch, history[-1]["epoch"])
     selection.restore(model)
     if not layers:
         distributed.broadcast_buffers(model)  # every rank evaluates the model rank 0 saves (batch-norm stats)
@@ -249,6 +256,8 @@ def run_cell(cell, args, test_sets, cache, manifests, device, precision, env):
             if cache.features.applies(model, args.augment) else None,
             "test_sets": results, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        if distributed.is_main():  # inside the working folder: published with the cell, never without it
+            curves.write_cell(work.dir, record)
         work.publish(record)
     return record
 

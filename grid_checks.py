@@ -26,6 +26,7 @@ import torch
 
 import adaptation
 import runs
+from pretrained import SENTINEL1_MODELS
 import sets
 import tables
 from models import build_model
@@ -69,6 +70,30 @@ def check_grid(args, train_sets):
         raise SystemExit(f"--select best needs a validation split, and {', '.join(no_val)} has none: prepare it "
                          "with dataset_prep.py --val-size 0.1 (the default), or use --select last")
     return len(classes)
+
+
+def check_weights(args, train_sets, test_sets):
+    """--weights sentinel1 means something only for the ResNets on calibrated backscatter: refuse other models, sets
+    with chips of another product than OpenSARShip's `cal`, and the clutter radiometry (dB over the sea, not the
+    calibrated dB the weights were trained on)."""
+    if args.weights != "sentinel1":
+        return
+    others = [m for m in args.models if m not in SENTINEL1_MODELS]
+    if others:
+        raise SystemExit(f"--weights sentinel1 are ResNet50 weights: {', '.join(others)} cannot take them; pass "
+                         f"--models {','.join(SENTINEL1_MODELS)} (or another --weights for the other models)")
+    for name in dict.fromkeys([*train_sets, *test_sets]):
+        products = {row["product"] or "unknown" for row in sets.read_manifest(Path(args.data_dir) / name)}
+        if products != {"cal"}:
+            raise SystemExit(f"--weights sentinel1 expects calibrated Sentinel-1 backscatter in dB, and the {name} set "
+                             f"({Path(args.data_dir) / name}) holds {', '.join(sorted(products))} chips: prepare "
+                             "OpenSARShip with python dataset_prep.py --product cal (FUSAR-Ship has no calibrated "
+                             "chips) and train and test on it alone (--datasets opensarship --test-sets opensarship), "
+                             "or use --weights imagenet or none")
+    clutter = [v for v in args.inputs if "clutter" in v]
+    if clutter:
+        raise SystemExit(f"--weights sentinel1 expects calibrated dB, not the clutter radiometry "
+                         f"({', '.join(clutter)}: dB over each chip's sea); leave it out of --inputs")
 
 
 def check_finished(record, args, cell, manifests):

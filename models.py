@@ -64,8 +64,10 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from cli import HelpFormatter, add_shared, comma_list, int_at_least, run_main
 from engine import resolve_device
-from pretrained import (RESNET_WEIGHTS, VGG_WEIGHTS, WEIGHT_CHOICES, WeightsUnavailableError, imagenet_state_dict,
-                        resolve_weights)
+from opensarship import CAL_DB_RANGE
+from pretrained import (RESNET_WEIGHTS, SENTINEL1_DB_MEAN, SENTINEL1_DB_STD, SENTINEL1_WEIGHTS, VGG_WEIGHTS,
+                        WEIGHT_CHOICES, WeightsUnavailableError, imagenet_state_dict, resolve_weights,
+                        sentinel1_state_dict, weights_path)
 
 MODEL_NAMES = ("cnn", "vgg", "resnet", "fine_vgg", "fine_resnet")  # the study's five, the default grid
 MODEL_CHOICES = (*MODEL_NAMES, "fine_vgg_gap")  # and named variants
@@ -187,11 +189,37 @@ def _vgg(num_classes: int, weights: str, frozen: bool, pool_side: int = 7) -> Cl
     return Classifier(backbone, study_head(n_features, num_classes), "backbone.features.29")
 
 
-def _resnet(num_classes: int, weights: str, frozen: bool) -> Classifier:
+class Sentinel1Input(nn.Module):
+    """(B, 1, H, W) in [0, 1], an OpenSARShip `cal` chip (calibrated backscatter on CAL_DB_RANGE) -> (B, 2, H, W)
+    as the Sentinel-1 weights expect: dB standardised with the SSL4EO-S12 statistics. The single (co-polarised)
+    band feeds both channels, standardised with the VV statistics: the network sees VH as a copy of VV's pattern
+    (the weights were trained on both; a stacked co + cross input would give each its own)."""
+
+    def __init__(self):
+        super().__init__()
+        self.low, self.high = CAL_DB_RANGE
+        self.mean, self.std = SENTINEL1_DB_MEAN[0], SENTINEL1_DB_STD[0]
+
+    def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(f"expected a single-channel batch (B, 1, H, W) in [0, 1], got shape {tuple(x.shape)}")
+        db = self.low + x * (self.high - self.low)
+        return ((db - self.mean) / self.std).expand(-1, 2, -1, -1)
+
+
+def _resnet(num_classes: int, weights: str, frozen: bool, load: bool = True) -> Classifier:
     net = torchvision.models.resnet50(weights=None)
-    if weights == "imagenet":
+    if weights == "sentinel1":  # the SAR weights' first convolution takes VV and VH
+        net.conv1 = nn.Conv2d(2, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    if load and weights == "imagenet":
         net.load_state_dict(imagenet_state_dict(RESNET_WEIGHTS))
-    layers = OrderedDict(input=ImageNetInput())
+    if load and weights == "sentinel1":
+        missing, unexpected = net.load_state_dict(sentinel1_state_dict(), strict=False)
+        if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
+            raise CheckpointError(f"{weights_path(SENTINEL1_WEIGHTS)} is not a ResNet50 with a 2-channel conv1 "
+                                  f"(missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}): replace it "
+                                  "with the file the message of a missing file names")
+    layers = OrderedDict(input=Sentinel1Input() if weights == "sentinel1" else ImageNetInput())
     for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
         layers[name] = getattr(net, name)  # layer4: (B, 2048, H/32, W/32)
     layers["pool"] = nn.AdaptiveAvgPool2d(1)  # global pool of the 2048 channels (not defect 5's reshape)
@@ -203,22 +231,28 @@ def _resnet(num_classes: int, weights: str, frozen: bool) -> Classifier:
 _BUILDERS = {
     "cnn": _cnn,
     "vgg": lambda n, w: _vgg(n, w, frozen=False),
-    "resnet": lambda n, w: _resnet(n, w, frozen=False),
+    "resnet": lambda n, w, load=True: _resnet(n, w, frozen=False, load=load),
     "fine_vgg": lambda n, w: _vgg(n, w, frozen=True),
-    "fine_resnet": lambda n, w: _resnet(n, w, frozen=True),
+    "fine_resnet": lambda n, w, load=True: _resnet(n, w, frozen=True, load=load),
     "fine_vgg_gap": lambda n, w: _vgg(n, w, frozen=True, pool_side=1),
 }
 
 
-def build_model(name: str, num_classes: int, weights: str = "imagenet") -> Classifier:
+def build_model(name: str, num_classes: int, weights: str = "imagenet", load_weights: bool = True) -> Classifier:
     """A fresh model. weights: "imagenet" (VGG/ResNet backbones start from ImageNet; the cnn is always
-    randomly initialised), "none" (random everywhere) or "auto" (resolve_weights: imagenet where the file is at
-    hand). Raises WeightsUnavailableError when ImageNet weights are needed, not cached and not downloadable."""
+    randomly initialised), "none" (random everywhere), "auto" (resolve_weights: imagenet where the file is at
+    hand) or "sentinel1" (resnet, fine_resnet: the SAR-pretrained ResNet50, a 2-channel first convolution and
+    Sentinel1Input). load_weights=False: the architecture those weights need, randomly initialised (what a saved
+    state_dict is loaded into). Raises WeightsUnavailableError when pretrained weights are needed, not cached and
+    not downloadable."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_CHOICES)}")
     weights = resolve_weights(name, weights)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if not load_weights:
+        return _BUILDERS[name](num_classes, weights, load=False) if weights == "sentinel1" else \
+            _BUILDERS[name](num_classes, "none")
     return _BUILDERS[name](num_classes, weights)
 
 
@@ -244,7 +278,7 @@ def checkpoint(model: Classifier, model_name: str, classes, img_size: int, weigh
     load_trained rebuilds the backbone and checks the hash. fine_resnet: 34 MB instead of 128 MB + Adam.
     """
     ckpt = {"model_name": model_name, "classes": list(classes), "img_size": img_size, "args": args,
-            "epoch": args.get("epochs")}
+            "epoch": args.get("epochs"), "weights": weights}
     if not model.frozen_backbone:
         ckpt["model"] = model.state_dict()
         return ckpt
@@ -278,7 +312,9 @@ def _rebuild_frozen(ckpt, path):
 
 def _load_whole(ckpt):
     """The model of a checkpoint that saved its whole state_dict."""
-    model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights="none")
+    # the architecture its weights need (sentinel1: a 2-channel first convolution), then the saved values
+    model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights=ckpt.get("weights") or "none",
+                        load_weights=False)
     state = dict(ckpt["model"])
     for prefix in ("module.", "_orig_mod."):  # saved from a DistributedDataParallel or torch.compile wrapper
         consume_prefix_in_state_dict_if_present(state, prefix)

@@ -14,6 +14,8 @@
     torchrun --nproc_per_node=4 test_models.py             # each cell trained on 4 GPUs (DDP), batch 64 total
     python test_models.py --shard 3/8                      # the 3rd of 8 disjoint slices of the grid (job
                                                            # arrays); then --aggregate-only for the tables
+    python test_models.py --tensorboard tb                 # also each epoch's scalars to tb/<cell> (needs
+                                                           # pip install tensorboard)
 
 The grid is training set x model x imbalance strategy x input variant x learning rate x seed. Every cell builds a
 fresh model and optimiser from its own seed (the published code kept training one model object across datasets:
@@ -22,7 +24,8 @@ and cross-dataset), through its input variant (--inputs: raw, the study's whole-
 pixels; -match, -clutter), and between FUSAR-Ship and OpenSARShip with the label-free adaptations adabn and prior
 too (adaptation.py; grid_cell.py runs one cell). After every epoch: precise batch-norm statistics
 (engine.recalibrate_bn, --bn-recalibrate on), the training accuracy in eval mode on a fixed subset of the training
-split, and where the training set has a val split its macro-F1, balanced accuracy and loss; --select best keeps the
+split, and where the training set has a val split its macro-F1, balanced accuracy and loss (drawn per cell into
+curves.png, and with --tensorboard DIR logged to TensorBoard: curves.py); --select best keeps the
 epoch with the best validation macro-F1 (engine.Selection; --patience stops early), --select last the last one. The
 tables choose the learning rate on validation (tables.selected_lrs), never on a test score. Inputs: the prepared
 splits of dataset_prep.py under --data-dir (sets.py). Then grad_cams.py explains the models and report.py writes
@@ -34,7 +37,8 @@ Outputs, under --output-dir (runs.py owns the layout, tables.py the tables):
         checkpoint.pt                                 per-epoch loss/accuracy, times, metrics per test set;
         predictions_<test_set>.csv                    the trained weights (models.checkpoint); per-chip
         confusion_<test_set>.csv / .png               predictions; confusion matrices; with .adabn / .prior
-                                                      before .csv: an adaptation's (cross-sensor tests)
+                                                      before .csv: an adaptation's (cross-sensor tests);
+        curves.png                                    the training curves and the kept epoch (curves.py)
     runs/<train_set>/<model>/<imbalance>/<inputs>/lr<lr>/seed<k>/   the same, for an input variant other than raw
     scores.csv, predictions.csv, results.txt, figures/    rebuilt from every record found (tables.py)
 
@@ -80,6 +84,7 @@ import time
 import numpy as np
 import torch
 
+import curves
 import grid_cell
 import data
 import distributed
@@ -94,7 +99,7 @@ import sets
 import tables
 from cli import HelpFormatter, add_shared, comma_list, duration_text, float_in, int_at_least, run_main
 from models import MODEL_CHOICES, MODEL_NAMES
-from pretrained import WEIGHT_CHOICES, WeightsUnavailableError
+from pretrained import GRID_WEIGHTS, WeightsUnavailableError
 
 # The study's recipe (docs/reference-study.md): Adam, lr 0.001, 10 epochs, batch 64, 224 x 224, horizontal flip,
 # ImageNet weights for VGG and ResNet, one seed, no rebalancing.
@@ -197,8 +202,10 @@ def get_args_parser(add_help=True):
     parser.add_argument("--augment", default=AUGMENT, choices=data.AUGMENTATIONS,
                         help="training augmentation: none, flip (random horizontal flip, the study), "
                              "flip+rot90 (also a random multiple of 90 degrees)")
-    parser.add_argument("--weights", default=WEIGHTS, choices=WEIGHT_CHOICES,
-                        help="start of the VGG/ResNet backbones (the cnn is always random)")
+    parser.add_argument("--weights", default=WEIGHTS, choices=GRID_WEIGHTS,
+                        help="start of the VGG/ResNet backbones (the cnn is always random): imagenet, none (random), "
+                             "auto (imagenet where the file is cached or downloadable, else random; records keep "
+                             "which), sentinel1 (resnet, fine_resnet: SAR-pretrained, on --product cal chips)")
     add_shared(parser, "device")
     add_speed_flags(parser)
     parser.add_argument("--shard", type=distributed.parse_shard, default=None, metavar="K/N",
@@ -213,6 +220,9 @@ def get_args_parser(add_help=True):
     parser.add_argument("--aggregate-only", action="store_true",
                         help="train nothing: rebuild scores.csv, predictions.csv, results.txt and figures/ from "
                              "the records found")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="also log every epoch's loss, accuracies and validation scores to TensorBoard, in "
+                             "DIR/<cell> (needs the tensorboard package: pip install tensorboard)")
     return parser
 
 
@@ -302,6 +312,11 @@ def aggregate(args):
 
 
 def main(args):
+    if args.tensorboard is not None and not args.aggregate_only:  # a missing package stops the run before any work
+        try:
+            curves.summary_writer()
+        except curves.TensorBoardMissing as e:
+            raise SystemExit(str(e)) from None
     grid_checks.check_output(args)  # a folder that cannot be written stops the run now, not after a cell trained
     if distributed.env_rank() == 0:
         runs.clean_stale(args.output_dir)
@@ -311,9 +326,11 @@ def main(args):
     distributed.local_batch(args.batch_size, distributed.world_size())  # --batch-size is the global batch
     precision = engine.Precision(args.amp, device)
     train_sets, test_sets, manifests = sets.grid_sets(args.data_dir, args.datasets, args.test_sets)
+    resolve_inputs(args)  # args.inputs: the --inputs list, or the variant the shorthand flags name
     n_classes = grid_checks.check_grid(args, train_sets)  # --img-size per model, two classes, --select best
-    grid = [runs.Cell(*c) for c in itertools.product(train_sets, args.models, args.imbalance, resolve_inputs(args),
-                                                     args.lr, args.seeds)]
+    grid_checks.check_weights(args, train_sets, test_sets)  # --weights sentinel1: ResNets on calibrated dB only
+    grid = [runs.Cell(*c) for c in itertools.product(train_sets, args.models, args.imbalance, args.inputs, args.lr,
+                                                     args.seeds)]
     cells = distributed.shard_cells(grid, args.shard)
     if not cells:
         print(f"shard {args.shard[0]}/{args.shard[1]} has no cells: the grid has {len(grid)}, fewer than "
