@@ -40,12 +40,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import runs  # noqa: E402
-from cam_section import image_lines  # noqa: E402
 
 CURVES = "curves.png"  # in every finished cell folder
 DPI = 100
 # the grid figure's columns: (series, title)
-COLUMNS = (("loss", "training loss (validation: dashed)"), ("accuracy", "training accuracy %"),
+COLUMNS = (("loss", "training loss (validation: dashed)"), ("accuracy", "training accuracy % (eval mode)"),
            ("val_f1", "validation macro-F1 %"))
 
 
@@ -104,8 +103,10 @@ def plot_cell(record, path):
     right.plot(*s["loss"], color="C3", marker=".", label="training loss")
     right.plot(*s["val_loss"], color="C3", marker=".", linestyle="--", label="validation loss")
     left.axvline(kept, color="0.3", linestyle=":", linewidth=1.2, label=f"kept: epoch {kept}")
-    left.set(ylim=(0, 100), xlabel="epoch", ylabel="percent")
-    right.set_ylabel("loss")
+    left.set_ylim(0, 100)
+    left.set_xlabel("epoch", fontsize=8)
+    left.set_ylabel("percent", fontsize=8)
+    right.set_ylabel("loss", fontsize=8)
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (left, right):
         ax.tick_params(labelsize=7)
@@ -170,7 +171,7 @@ def _plot_panel(ax, column, cells, colors):
     if column == "accuracy" and not all(series(r["history"])["eval_mode"] for r in cells):
         notes.append("training mode (older records)")
     if notes:
-        ax.text(0.5, 0.5, "; ".join(notes), transform=ax.transAxes, ha="center", va="center", fontsize=6,
+        ax.text(0.5, 0.95, "; ".join(notes), transform=ax.transAxes, ha="center", va="top", fontsize=6,
                 color="0.4")
     if column != "loss":
         ax.set_ylim(0, 100)
@@ -182,7 +183,7 @@ def plot_set(train_set, rows, path):
     """report_figures/curves_<train_set>.png: rows [(label, [record, ...])], a row per configuration."""
     seeds = list(dict.fromkeys(_seed_label(r) for _, cells in rows for r in cells))
     colors = {s: f"C{k % 10}" for k, s in enumerate(seeds)}
-    width, height = 8.5, 0.9 + 1.5 * len(rows)
+    width, height = 8.5, 1.1 + 1.5 * len(rows)
     fig, axes = plt.subplots(len(rows), len(COLUMNS), figsize=(width, height), squeeze=False)
     for i, (label, cells) in enumerate(rows):
         for j, (column, title) in enumerate(COLUMNS):
@@ -194,9 +195,10 @@ def plot_set(train_set, rows, path):
         ax.set_xlabel("epoch", fontsize=7)
     handles = [matplotlib.lines.Line2D([], [], color=colors[s], label=s) for s in seeds]
     handles.append(matplotlib.lines.Line2D([], [], color="0.3", marker="o", linestyle="", label="kept epoch"))
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=7, frameon=False)
-    fig.suptitle(f"Training curves: trained on {train_set}", fontsize=9, y=1 - 0.12 / height)
-    fig.subplots_adjust(left=1.2 / width, right=1 - 0.2 / width, bottom=0.45 / height, top=1 - 0.75 / height,
+    fig.suptitle(f"Training curves: trained on {train_set}", fontsize=9, y=1 - 0.08 / height, va="top")
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / height),
+               ncol=min(len(handles), 6), fontsize=7, frameon=False)
+    fig.subplots_adjust(left=1.2 / width, right=1 - 0.2 / width, bottom=0.45 / height, top=1 - 0.9 / height,
                         wspace=0.3, hspace=0.35)
     _save(fig, path)
 
@@ -222,12 +224,14 @@ def _groups(records):
 def section_curves(figure_dir, report_dir, found, shown):
     """The report's "Training curves" section: a figure per training set (written into figure_dir) of every
     record of `found` the tables show, linked relative to report_dir; the cells whose loss diverged, named."""
+    from cam_section import image_lines  # here, not at the top: training (grid_cell) needs no Grad-CAM stack
     lines = ["## Training curves", ""]
     records = [r for _, r in shown_records(found, shown)]
     groups = _groups(records)
     if not groups:
         return lines + ["No run the tables show has a per-epoch history in its record.json.", ""]
     paths = []
+    Path(figure_dir).mkdir(parents=True, exist_ok=True)
     for train_set, rows in groups.items():
         paths.append(Path(figure_dir) / f"curves_{train_set}.png")
         plot_set(train_set, rows, paths[-1])
@@ -237,7 +241,8 @@ def section_curves(figure_dir, report_dir, found, shown):
                "dot at the epoch each run kept. A diverging model shows a rising or missing loss, a collapsing "
                "one an accuracy stuck at its majority class's share; each cell's own figure is `curves.png` in its "
                "folder under `runs/`."), "", *image_lines(paths, report_dir)]
-    bad = [runs.cell_name(runs.record_cell(r)) for r in records if r.get("history") and diverged(r)]
+    bad = [runs.cell_name(runs.record_cell(r)) + (f" ({r['grid']})" if "grid" in r else "") for r in records
+           if r.get("history") and diverged(r)]
     if bad:
         lines += [f"Training loss not finite (diverged): {', '.join(bad)}.", ""]
     without = sum(not r.get("history") for r in records)

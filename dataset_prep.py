@@ -7,6 +7,8 @@
     python dataset_prep.py --product cal --pol both --classes Cargo,Fishing,Tanker,Tug --force
     python dataset_prep.py --val-size 0                 # the study's two splits: train and test, no val
     python dataset_prep.py --split-seed 7 --output-dir data/prepared-split7   # same chips, another split
+    python dataset_prep.py --export-splits paper-split.csv     # also write the split as a small CSV (no imagery)
+    python dataset_prep.py --split-file paper-split.csv        # prepare exactly that split from your own copy
 
 Inputs. Each dataset has its reader (readers.READERS: opensarship.py, fusar.py), which adds its flag --<dataset>.
 By default both datasets are looked for under --raw-dir (data/raw/), in any folder, zip or rar there: OpenSARShip
@@ -59,6 +61,18 @@ and splits it with 7; omitted, the output is that of --split-seed equal to --see
 seeds, prepare several copies, one --output-dir each (data/prepared-split1, data/prepared-split2, ...). Every
 summary.json, mixed's included, records it as `split_seed`; summary.txt names it when it is not --seed.
 
+Split files (split_files.py: the columns, the checks). --export-splits FILE writes, after preparing (or finding
+the sets up to date: nothing is rebuilt), one row per chip of the per-dataset sets: dataset, a stable chip id
+(OpenSARShip: scene, chip centre, polarisation; FUSAR-Ship: the file id), product, polarisation, class, group,
+split, and the sha1 of the chip's source file as the raw data stores it, so that the file can be published
+beside a paper. --split-file FILE prepares exactly that split from another copy of the data: every chip gets the
+file's group and split (--group-by, --test-size, --val-size and --split-seed are not used; --product, --pol and
+--classes must be the file's); chips of the file not in the data, chips of the data not in the file and chips
+whose source sha1 or class differs are counted and named on stdout, in summary.txt (the first ten of each) and in
+summary.json (all), and the last two are left out of every split, never reassigned. Preparing from an exported
+file gives the same manifests, byte for byte. summary.json records the file's path and sha1 (report.md prints
+it). A missing or malformed file stops the run before anything is written, with the line and the fix.
+
 Reruns: the run is skipped when the inputs (paths, sizes, modification times), the options and this code are
 unchanged and every file the summaries list is there at its size (--verify: and its sha1); a damaged set is
 named file by file and rebuilt. --force rebuilds; a rebuild gives byte-identical files and manifests. With
@@ -85,6 +99,7 @@ import prep_output
 import readers
 import sets
 import ship_xml
+import split_files
 import splits
 from archives import DataError, is_archive, open_tree
 from cli import HelpFormatter, float_in, int_at_least, run_main, writable
@@ -153,6 +168,12 @@ def get_args_parser(add_help=True):
     p.add_argument("--verify", action="store_true",
                    help="check the sha1 of every prepared file against its summary.json before calling the sets "
                         "up to date (without it: every file there, at its recorded size)")
+    p.add_argument("--export-splits", metavar="FILE", help="then write the split as a CSV, one row per chip "
+                   "(dataset, chip id, product, pol, class, group, split, sha1 of its source file)")
+    p.add_argument("--split-file", metavar="FILE",
+                   help="prepare exactly the split of FILE (written by --export-splits) from this data: chips "
+                        "missing, extra or changed are counted, named and left out, never reassigned; replaces "
+                        "--group-by, --test-size, --val-size and --split-seed")
     return p
 
 
@@ -251,6 +272,8 @@ def fingerprint(args, paths):
     h = hashlib.sha1()
     opts = {k: getattr(args, k) for k in ("classes", "product", "pol", "group_by", "test_size", "val_size",
                                           "seed", "split_seed", "synthetic", "synthetic_chips")}
+    if getattr(args, "split_plan", None):  # the key only with a split file: else the fingerprints of before
+        opts["split_file"] = args.split_plan.sha1
     h.update(json.dumps(opts, sort_keys=True).encode())
     for path in sorted(set(paths)):
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -258,7 +281,7 @@ def fingerprint(args, paths):
             st = f.stat()
             h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     modules = [__file__, archives.__file__, readers.__file__, splits.__file__, sets.__file__, prep_classes.__file__,
-               prep_output.__file__, ship_xml.__file__]
+               prep_output.__file__, ship_xml.__file__, split_files.__file__]
     modules += [inspect.getfile(type(r)) for r in readers.READERS]
     if args.synthetic:
         modules += sys.modules["synthetic"].SOURCES  # the generator's modules
@@ -278,8 +301,10 @@ def manifest_row(c):
 
 
 def write_set(work, name, chips, classes, skips, summary_common, split_names):
-    items = [(manifest_row(c), c.staged, c.staged_mask) for c in chips]
-    return prep_output.write_set_folder(work / name, items, classes, skips, summary_common, split_names)
+    rows = [manifest_row(c) for c in chips]
+    items = [(row, c.staged, c.staged_mask) for row, c in zip(rows, chips)]
+    sources = {row["path"]: [c.name, c.source_sha1] for row, c in zip(rows, chips)}  # what --export-splits reads
+    return prep_output.write_set_folder(work / name, items, classes, skips, summary_common, split_names, sources)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -290,6 +315,10 @@ def main(args):
         raise SystemExit(f"error: --test-size must be between 0 and 1 (exclusive), got {args.test_size}")
     if getattr(args, "split_seed", None) is None:
         args.split_seed = args.seed  # --split-seed omitted: the split of --seed, as before the option existed
+    try:  # a bad split file (or --export-splits target) stops the run before anything is written
+        args.split_plan = split_files.plan_for(args)
+    except split_files.SplitFileError as e:
+        raise SystemExit(f"error: {e}") from None
     out = Path(args.output_dir)
     progress = sys.stderr.isatty()
     created = not out.exists()
@@ -302,8 +331,14 @@ def main(args):
     (work / "staging").mkdir(parents=True)
     try:
         try:
-            return _prepare(args, out, work, progress)
-        except DataError as e:
+            summary = _prepare(args, out, work, progress)
+            if getattr(args, "export_splits", None):
+                info = split_files.export(out, args.export_splits)
+                print(f"wrote split file {info['path']}: {info['chips']} chips, {info['bytes']} bytes, sha1 "
+                      f"{info['sha1']}")
+                summary = dict(summary, exported=info)
+            return summary
+        except (DataError, split_files.SplitFileError) as e:
             raise SystemExit(f"error: {e}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -331,9 +366,10 @@ def _prepare(args, out, work, progress):
               "options": {k: getattr(args, k) for k in ("classes", "product", "pol", "group_by", "test_size",
                                                         "val_size", "seed", "synthetic_chips")},
               "notes": notes}
+    split_files.record(common, args.split_plan)
     # Before decoding: a set in the way stops the run at once.
     kept, removed = prep_output.other_sets(out, names, all_sets(), common, args.remove_other_sets, args.verify)
-    chips = _split_chips(args, inputs, jobs, classes, work, progress, skips, notes, present)
+    chips, check = _split_chips(args, inputs, jobs, classes, work, progress, skips, notes, present)
     prep_classes.refuse_one_class({n: Counter(c.cls for c in chips if c.dataset == n) for n in names}, available)
     produced, warnings, conflict = _plan(out, names, kept, chips)
     if MIXED not in produced:
@@ -341,22 +377,27 @@ def _prepare(args, out, work, progress):
             else "one per-dataset set: nothing to merge"
     if warnings:  # the key only where there is something to say: else the bytes of a run without warnings
         common["warnings"] = warnings
-    notes += splits.val_notes(chips, [n for n in produced if n != MIXED or not kept], args.val_size)
+    if not check:  # a split file decides val itself
+        notes += splits.val_notes(chips, [n for n in produced if n != MIXED or not kept], args.val_size)
     tables, table_classes = _write_sets(args, out, work, produced, kept, chips, skips, classes, common)
     table = splits.format_table(tables, table_classes)
     seconds = time.time() - t0
     # No timings or dates in the written summaries: a rebuild from the same inputs gives identical bytes.
     summary = dict(common, sets=tables, **({"kept": kept} if kept else {}),
                    skipped=dict(sorted(Counter(f"{d}: {r}" for d, _, r, _ in skips).items())),
-                   skipped_items=prep_output.skip_items(skips))
+                   skipped_items=prep_output.skip_items(skips), **({"split_file": check} if check else {}))
     prep_output.write_summary(work, summary, table + "\n" + splits.format_skips(skips))
     prep_output.swap_in(out, work, produced, kept, all_sets(), removed)
 
+    split = f"seed {args.seed}; split from {args.split_plan.path}" if args.split_plan else (
+        f"group by {args.group_by}; test size {args.test_size}; val size {args.val_size}; seed {args.seed}; split "
+        f"seed {args.split_seed}")
     print(f"prepared sets in {out} in {seconds:.1f} s (classes {', '.join(classes)}; product {args.product}, "
-          f"pol {args.pol}; group by {args.group_by}; test size {args.test_size}; val size {args.val_size}; "
-          f"seed {args.seed}; split seed {args.split_seed})")
+          f"pol {args.pol}; {split})")
     print(table)
     print(splits.format_skips(skips) + (f" (listed in {out}/{SUMMARY_TXT})" if skips else ""))
+    for line in split_files.check_lines(check) if check else ():
+        print(line)
     for n in notes:
         print(f"note: {n}")
     for w in warnings:
@@ -381,15 +422,20 @@ def _current(args, out, fp):
 
 
 def _split_chips(args, inputs, jobs, classes, work, progress, skips, notes, present):
-    """Decode the chosen chips, drop identical images, group and split them; extends `skips` and `notes`."""
+    """Decode the chosen chips, drop identical images, group and split them (or take both from the split file);
+    extends `skips` and `notes`. Returns (chips, the split file's check or None)."""
     chips, more_skips, more_notes = splits.decode_all(jobs, set(classes), inputs.masks, work / "staging", progress)
-    chips, duplicates = splits.drop_duplicates(chips)
+    check = None
+    if args.split_plan:
+        chips, duplicates, check = split_files.assign(chips, args.split_plan)
+    else:
+        chips, duplicates = splits.drop_duplicates(chips)
+        splits.assign_groups(chips, args.group_by)
+        splits.split_groups(chips, args.test_size, args.split_seed, args.val_size)
     skips += more_skips + duplicates
-    splits.assign_groups(chips, args.group_by)
-    splits.split_groups(chips, args.test_size, args.split_seed, args.val_size)
     splits.name_files(chips)
     notes += more_notes + splits.shared_group_notes(chips, present)
-    return chips
+    return chips, check
 
 
 def _plan(out, names, kept, chips):
@@ -409,7 +455,7 @@ def _plan(out, names, kept, chips):
 def _write_sets(args, out, work, produced, kept, chips, skips, classes, common):
     """Write the produced sets in `work` (mixed last: from the chips, or with kept sets as the union of the set
     folders); returns ({set: info} with the kept sets' too, the classes of the table)."""
-    split_names = splits.split_names(args.val_size)
+    split_names = args.split_plan.split_names if args.split_plan else splits.split_names(args.val_size)
     kept_info = {n: prep_output.set_info(out / n) for n in kept}
     table_classes = sorted(set(classes).union(*(info["classes"] for info in kept_info.values())))
     tables = {}

@@ -18,7 +18,9 @@ group sits in two splits across sets split by different runs.
 
 File check. Each set's summary.json lists its files (chips and masks) under "files" as {path: [bytes, sha1]};
 `damage` compares every size, and with verify every sha1. A set prepared before the list existed is checked
-against its manifest (each chip there; sha1 with verify).
+against its manifest (each chip there; sha1 with verify). Beside them, "source_chips" keeps each chip's id and the
+sha1 of its raw file (split_files.py: what --export-splits writes); a set's summary.txt names the split file it was
+prepared from, if any.
 """
 
 import hashlib
@@ -28,6 +30,7 @@ import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import split_files
 import splits
 from sets import MANIFEST, SUMMARY_JSON, SUMMARY_TXT, load_summary, read_manifest, write_manifest
 
@@ -175,9 +178,10 @@ def file_record(set_dir, rows):
     return dict(sorted(files.items()))
 
 
-def write_set_folder(set_dir, items, classes, skips, common, split_names):
+def write_set_folder(set_dir, items, classes, skips, common, split_names, sources=None):
     """Write one set: items are (manifest row, chip file, mask file or None); skips (dataset, source, reason,
-    detail). Returns its info for the summaries: counts per split and class, classes, groups per split."""
+    detail); sources {path: [chip id, source sha1]} (split_files.SOURCE_CHIPS, what --export-splits reads). Returns
+    its info for the summaries: counts per split and class, classes, groups per split."""
     set_dir.mkdir(parents=True)
     for row, chip, mask in items:
         place(chip, set_dir / row["path"])
@@ -192,7 +196,8 @@ def write_set_folder(set_dir, items, classes, skips, common, split_names):
             "groups": {s: len({r["group"] for r in rows if r["split"] == s}) for s in split_names}}
     summary = dict(common, set=set_dir.name, **info, files=file_record(set_dir, rows),
                    skipped=dict(sorted(Counter(r for _, _, r, _ in skips).items())),
-                   skipped_items=skip_items(skips))
+                   skipped_items=skip_items(skips),
+                   **({split_files.SOURCE_CHIPS: dict(sorted(sources.items()))} if sources is not None else {}))
     table = splits.format_table({set_dir.name: info}, classes)
     write_summary(set_dir, summary, table + "\n" + splits.format_skips(skips))
     return info
@@ -205,13 +210,16 @@ def skip_items(skips):
 
 def write_union(set_dir, parts, classes, common, split_names):
     """Write `set_dir` (mixed) as the union of the set folders `parts`, file for file, with their skipped chips."""
-    items, skips = [], []
+    items, skips, sources = [], [], {}
     for part in parts:
         items += [(row, part / row["path"], part / row["mask"] if row["mask"] else None)
                   for row in read_manifest(part)]
-        skips += [(i["dataset"], i["source"], i["reason"], i["detail"])
-                  for i in load_summary(part.parent, part.name).get("skipped_items", [])]
-    return write_set_folder(set_dir, items, classes, skips, common, split_names)
+        summary = load_summary(part.parent, part.name)
+        skips += [(i["dataset"], i["source"], i["reason"], i["detail"]) for i in summary.get("skipped_items", [])]
+        # A part prepared before the source chips were recorded leaves mixed without them too.
+        sources = None if sources is None or split_files.SOURCE_CHIPS not in summary else \
+            {**sources, **summary[split_files.SOURCE_CHIPS]}
+    return write_set_folder(set_dir, items, classes, skips, common, split_names, sources)
 
 
 def set_info(set_dir):
@@ -227,8 +235,11 @@ def write_summary(folder, summary, table):
     if items:
         lines += ["", "skipped chips (source: reason, detail):"]
         lines += [f"  {i['source']}: {i['reason']} ({i['detail']})" for i in items]
-    if summary["split_seed"] != summary["options"]["seed"]:  # named only where it differs: else bytes as before
+    # Named only where it differs (else the bytes of before), and not where a split file chose the split.
+    if summary["split_seed"] != summary["options"]["seed"] and not summary.get("split_file"):
         lines += ["", f"split seed {summary['split_seed']} (--split-seed; --seed {summary['options']['seed']})"]
+    if summary.get("split_file"):
+        lines += ["", *split_files.check_lines(summary["split_file"])]
     if summary.get("kept"):
         lines += ["", "kept from an earlier run with the same options: " + ", ".join(summary["kept"])]
     if summary.get("warnings"):

@@ -3,9 +3,10 @@ say, in a few lines.
 
     lines = box_lines(g, data_dir)     # g: report.gather's dict
 
-It states the seeds (and the splits: dataset_prep.py's split seed from each prepared set's summary.json), the
-ships of each test set (the effective sample size: the intervals resample ships, not chips; from the manifests'
-test splits, else from predictions.csv), the widest 95 % interval of macro-F1 among the main table's models, each
+It states the seeds (and the splits: dataset_prep.py's split seed from each prepared set's summary.json, and the
+sha1 of the split file they were prepared from, if any: dataset_prep.py --split-file), the ships of each test set
+(the effective sample size: the intervals resample ships, not chips; from the manifests' test splits, else from
+predictions.csv), the widest 95 % interval of macro-F1 among the main table's models, each
 training set's best model (chosen on validation) beside the baselines' macro-F1, and whether any model is
 degenerate.
 """
@@ -36,6 +37,25 @@ def split_seeds(records, data_dir):
                     out.setdefault(int(seed), set()).add(rec["train_set"])
                 break
     return out
+
+
+def split_file_lines(records, data_dir):
+    """A line naming each split file (dataset_prep.py --split-file) the records' training sets were prepared from,
+    found in their summary.json as split_seeds finds the seed; [] when none was."""
+    found = {}  # (root, set) -> the set's summary.json "split_file": each read once, however many records
+    for _, rec in records:
+        for root in dict.fromkeys([rec.get("args", {}).get("data_dir"), str(data_dir)]):
+            if root and Path(root, rec["train_set"]).is_dir():
+                if (root, rec["train_set"]) not in found:
+                    found[root, rec["train_set"]] = load_summary(root, rec["train_set"]).get("split_file")
+                break
+    files = {}
+    for (_, name), info in found.items():
+        if info:
+            files.setdefault(info["sha1"], (info["path"], set()))[1].add(name)
+    return [f"- Split file {sha1[:12]}: {', '.join(ordered(names, SETS))} prepared from {Path(path).name} (sha1 "
+            f"{sha1}); dataset_prep.py --split-file with a file of this sha1 gives the same split, so results on it "
+            "can be compared." for sha1, (path, names) in sorted(files.items())]
 
 
 def seeds_line(per_run, main, records, data_dir):
@@ -123,7 +143,8 @@ def degenerate_line(per_run, baselines):
 def box_lines(g, data_dir, synthetic):
     """The box as markdown lines (a block quote)."""
     main, baselines = g["main"], g["baselines"]
-    items = [seeds_line(g["per_run"], main, g["found"], data_dir), ships_line(g["manifests"], g["chips"], main),
+    items = [seeds_line(g["per_run"], main, g["found"], data_dir), *split_file_lines(g["found"], data_dir),
+             ships_line(g["manifests"], g["chips"], main),
              widest_line(main), *best_lines(main, baselines), degenerate_line(g["per_run"], baselines),
              "- Cannot say: " + ("anything about real SAR ships (the data is synthetic); " if synthetic else "")
              + "how the same models would do on other ships, satellites, ports or years: the intervals cover which "

@@ -14,7 +14,9 @@ A prepared set is a folder <data-dir>/<set>/ holding
                                               train, val or test)
     summary.json, summary.txt                 counts per split and class, skipped chips with reasons, warnings;
                                               summary.json also lists every file with its size and sha1
-                                              ("files": {path: [bytes, sha1]}, checked by dataset_prep.py)
+                                              ("files": {path: [bytes, sha1]}, checked by dataset_prep.py), each
+                                              chip's id and raw-file sha1 ("source_chips", what --export-splits
+                                              writes) and, prepared with --split-file, that file ("split_file")
 <set> is one per dataset (fusar, opensarship) and `mixed`, the union of the per-dataset splits (train with
 train, val with val, test with test, never re-split); no group (ship) is in two splits. The manifest is the
 set's identity: it lists every chip with its sha1, so its own sha1 (manifest_sha1) changes when any chip does;

@@ -76,18 +76,27 @@ def _read_mask(masks_dir, chip, shape):
     return mask if mask.shape == shape else None
 
 
+def source_sha1(handle, chip):
+    """sha1 of the chip's file as the raw data stores it: what a split file publishes (split_files.py), whatever
+    our PNG encoder makes of it. chip.member is read from the archives tree the handle reads chips from: its
+    `tree` (OpenSARShip's Scene, FUSAR-Ship's root) or the handle itself (a reader whose sources are trees)."""
+    return hashlib.sha1(getattr(handle, "tree", handle).read(chip.member)).hexdigest()
+
+
 def _decode_one(reader, handle, chip, masks_dir):
     # Runs in a worker thread: the decoders and zlib release the GIL, so chips decode and encode in parallel.
     try:
+        source = source_sha1(handle, chip)
         arr = reader.load_chip(handle, chip)
     except READ_ERRORS as e:
-        return None, None, str(e)  # the reason rides in the third slot
+        return None, None, str(e), None  # the reason rides in the third slot
     mask = _read_mask(masks_dir, chip, arr.shape)
-    return arr.shape, encode_png(arr), None if mask is None else encode_png(mask)
+    return arr.shape, encode_png(arr), None if mask is None else encode_png(mask), source
 
 
 def decode_all(jobs, classes, masks, staging, progress):
-    """Phase 2: decode the chosen chips once, stage their PNG (and mask) bytes; returns (chips, skips, notes).
+    """Phase 2: decode the chosen chips once, stage their PNG (and mask) bytes, set chip.source_sha1 (source_sha1);
+    returns (chips, skips, notes).
 
     Chips are staged in job order whatever the thread timing, so the output does not depend on it."""
     out, skips = [], []
@@ -106,11 +115,12 @@ def decode_all(jobs, classes, masks, staging, progress):
                         batch = chosen[start:start + 256]
                         n = len(batch)
                         results = pool.map(_decode_one, [reader] * n, [handle] * n, batch, [masks_dir] * n)
-                        for chip, (shape, png, mask_png) in zip(batch, results):
+                        for chip, (shape, png, mask_png, source) in zip(batch, results):
                             bar.update(1)
                             if png is None:
                                 skips.append((reader.name, chip.source, "unreadable image", mask_png))
                                 continue
+                            chip.source_sha1 = source  # not a Chip field: set for every decoded chip here
                             _stage(reader, chip, shape, png, mask_png, staging, len(out))
                             if mask_png is None and masks_dir and chip.mask_key:
                                 mask_missing += 1

@@ -14,7 +14,8 @@ with --aggregate-only; report.py reads them).
     figures/cross_dataset_f1_macro_<imbalance>.png   macro-F1 heat map train set x test set, a panel per model
     figures/per_class_f1_<imbalance>.png             per-class F1 bars, a panel per (train set, test set)
 Per cell (write_test_results, into the cell's folder): predictions_<test_set>.csv, confusion_<test_set>.csv and
-.png. Every file is written atomically (runs.write_atomic) or inside a cell folder that is published whole.
+.png; aggregate draws curves.png (curves.py) into the folders of cells finished without one. Every file is
+written atomically (runs.write_atomic) or inside a cell folder that is published whole.
 """
 
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ import pandas as pd  # noqa: E402
 
 import baselines  # noqa: E402
 import bootstrap  # noqa: E402
+import curves  # noqa: E402
 import metrics  # noqa: E402
 import runs  # noqa: E402
 import sets  # noqa: E402
@@ -167,6 +169,7 @@ def aggregate(output_dir, data_dir=None, n_boot=N_BOOTSTRAP):
         raise SystemExit(f"no finished cells under {output_dir / 'runs'} "
                          "(runs/<train_set>/<model>/<imbalance>/lr<lr>/seed<k>/record.json): "
                          "run python test_models.py first")
+    curves.draw_missing(records)  # curves.png of cells finished before the curves existed, from their history
     classes = ordered([c for _, r in records for c in r["classes"]], [])
     # floor, size_only and shortcut: what the majority class, ship size and shape-free image statistics give
     cells = records + baselines.grid_cells(output_dir, records, data_dir)

@@ -265,3 +265,15 @@ def set_manifest_values(set_dir, values):
         row.update(values.get(row["path"], {}))
     sets.write_manifest(Path(set_dir) / sets.MANIFEST, [{c: row.get(c, "") for c in sets.MANIFEST_COLUMNS}
                                                         for row in rows])
+
+
+def offline_torch_cache(tmp_path, monkeypatch):
+    """TORCH_HOME under tmp_path, and an unreachable proxy so that any download fails at once, also on a machine
+    with internet (an offline machine, as the project's CI is). Returns the weights cache folder
+    (<TORCH_HOME>/hub/checkpoints), not yet made."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "torch" / "hub" / "checkpoints"

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torchvision
 from pytorch_grad_cam import GradCAM
+from fixtures import offline_torch_cache
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import models
@@ -222,13 +223,7 @@ def test_cam_target_is_not_duplicated_in_state_dict(built):
 
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    # an unreachable proxy makes any download attempt fail at once, also on a machine with internet
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        monkeypatch.setenv(var, "http://127.0.0.1:9")
-    for var in ("no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints = offline_torch_cache(tmp_path, monkeypatch)
     assert pretrained.weights_path(pretrained.VGG_WEIGHTS).parent == checkpoints
     return checkpoints
 

@@ -7,6 +7,7 @@ import argparse
 import os
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("dataset_prep.py", "test_models.py", "grad_cams.py", "report.py", "models.py", "bench.py")
+SCRIPTS = ("dataset_prep.py", "test_models.py", "grad_cams.py", "report.py", "models.py", "bench.py", "predict.py")
 # which shared flag each script must take (the grid folder is --output-dir wherever a script reads the grid)
 EXPECTED = {
     "test_models.py": ("data_dir", "output_dir", "device"),
@@ -23,6 +24,7 @@ EXPECTED = {
     "report.py": ("data_dir", "output_dir"),
     "models.py": ("device",),
     "bench.py": ("device",),
+    "predict.py": ("device",),
 }
 
 
@@ -37,7 +39,9 @@ def help_text(script):
 
 @pytest.fixture(scope="module")
 def helps():
-    return {script: help_text(script) for script in SCRIPTS}
+    # the scripts' interpreters start concurrently: each spends seconds importing torch, mostly waiting on the disk
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(SCRIPTS, pool.map(help_text, SCRIPTS)))
 
 
 def options(text):

@@ -140,7 +140,7 @@ def test_killed_rank_leaves_no_partial_record(ddp):
     # the interrupted cell: at most its hidden temporary folder (rank 0 may have had no time to remove it),
     # no record folder, complete or not; the cell finished before it is complete; no table was written
     assert all(name.startswith(".seed42.tmp-") for name in left["fine_vgg"]), left["fine_vgg"]
-    assert left["cnn"] == ["checkpoint.pt", "confusion_fusar.csv", "confusion_fusar.png",
+    assert left["cnn"] == ["checkpoint.pt", "confusion_fusar.csv", "confusion_fusar.png", "curves.png",
                            "predictions_fusar.csv", "record.json"]
     assert left["tables"] == ["runs"]
     # the rerun removed the leftovers, kept the finished cell and trained the interrupted one

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-from fixtures import manifest, set_manifest_values, write_tiny_prepared
+from fixtures import manifest, offline_torch_cache, set_manifest_values, write_tiny_prepared
 
 import pretrained
 import test_models as tm
@@ -22,12 +22,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        monkeypatch.setenv(var, "http://127.0.0.1:9")
-    for var in ("no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path / "torch" / "hub" / "checkpoints"
+    return offline_torch_cache(tmp_path, monkeypatch)
 
 
 def write_weights(cache):

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 import torchvision
-from fixtures import write_tiny_prepared
+from fixtures import offline_torch_cache, write_tiny_prepared
 
 import pretrained
 import report
@@ -20,13 +20,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def offline_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        monkeypatch.setenv(var, "http://127.0.0.1:9")
-    for var in ("no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(pretrained, "_AUTO", {})  # a fresh process's view
-    return tmp_path / "torch" / "hub" / "checkpoints"
+    return offline_torch_cache(tmp_path, monkeypatch)
 
 
 def test_auto_without_the_file_is_random_weights_said_once(offline_cache, capsys):
