@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 import runs  # noqa: E402
 from models import MODEL_CHOICES  # noqa: E402
 from seed_stats import fmt, md_table  # noqa: E402
-from ship_stats import Chips, paired, pooled_interval, read_scores, run_key  # noqa: E402
+from ship_stats import Chips, paired, pooled_interval, read_scores, run_key, view  # noqa: E402
 
 DIRECTIONS = (("fusar", "opensarship"), ("opensarship", "fusar"))
 METRICS = {"balanced_accuracy": "Balanced accuracy", "f1_macro": "Macro-F1"}
@@ -55,16 +55,18 @@ def variant_order(values):
 
 
 class Arms:
-    """Per-chip arms (true, pred, groups) of the runs, read once per (inputs, adaptation) view of the tables."""
+    """Per-chip arms (true, pred, groups) of the runs: the tables read once, a Chips per (inputs, adaptation)."""
 
-    def __init__(self, output_dir):
-        self.output_dir, self._views = output_dir, {}
+    def __init__(self, output_dir, scores):
+        path = Path(output_dir, "predictions.csv")
+        self.predictions = pd.read_csv(path, dtype=str, keep_default_na=False) if path.is_file() else None
+        self.scores, self._views = scores, {}
 
     def of(self, row):
-        view = (row["inputs"], row["adaptation"])
-        if view not in self._views:
-            self._views[view] = Chips.read(self.output_dir, *view)
-        return self._views[view].arm(run_key(row))
+        key = (row["inputs"], row["adaptation"])
+        if key not in self._views:
+            self._views[key] = Chips(view(self.predictions, *key), view(self.scores, *key))
+        return self._views[key].arm(run_key(row))
 
 
 def summarise(rows, arms, classes, n_boot, seed):
@@ -203,7 +205,7 @@ def section_cross(output_dir, classes, n_boot, seed, report_dir, records=()):
     if not len(rows):
         return lines + ["No model was trained on FUSAR-Ship or OpenSARShip and tested on the other (or the tables "
                         "predate input variants: rerun test_models.py --aggregate-only).", ""]
-    table = _order(summarise(rows, Arms(output_dir), classes, n_boot, seed))
+    table = _order(summarise(rows, Arms(output_dir, scores), classes, n_boot, seed))
     runs.write_atomic(output_dir / CSV, lambda p: table.to_csv(p, index=False, float_format="%.2f",
                                                                lineterminator="\n"))
     plot(table, output_dir / FIGURE)
