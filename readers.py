@@ -52,6 +52,7 @@ class Chip:
     geometry: object = None  # OpenSARShip: where the chip lies in its scene
     # Set while preparing (splits.py, dataset_prep.py).
     sha1: str = ""  # of the chip's PNG
+    source_sha1: str = ""  # of the chip's file as the raw data stores it (splits.source_sha1; split files publish it)
     chip_h: int | None = None
     chip_w: int | None = None
     head_row: int | None = None  # bow and stern in chip pixels

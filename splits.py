@@ -120,7 +120,7 @@ def decode_all(jobs, classes, masks, staging, progress):
                             if png is None:
                                 skips.append((reader.name, chip.source, "unreadable image", mask_png))
                                 continue
-                            chip.source_sha1 = source  # not a Chip field: set for every decoded chip here
+                            chip.source_sha1 = source
                             _stage(reader, chip, shape, png, mask_png, staging, len(out))
                             if mask_png is None and masks_dir and chip.mask_key:
                                 mask_missing += 1
