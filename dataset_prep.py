@@ -94,6 +94,7 @@ from pathlib import Path
 
 import archives
 import opensarship
+import opensarship_pixels
 import prep_classes
 import prep_output
 import readers
@@ -101,16 +102,19 @@ import sets
 import ship_xml
 import split_files
 import splits
+import stacking
 from archives import DataError, is_archive, open_tree
 from cli import HelpFormatter, float_in, int_at_least, run_main, writable
-from sets import MANIFEST_COLUMNS, MIXED, SETS, SUMMARY_JSON, SUMMARY_TXT
+from sets import MIXED, SETS, SUMMARY_JSON, SUMMARY_TXT
 
 # Defaults. The study's: Cargo, Fishing, Tanker; Patch_Uint8 co-polarised chips; 20 % of each class for testing.
 # Ours on top (docs/CHANGELOG.md): the split grouped by ship (MMSI); 10 % of the training ships for validation.
 CLASSES, PRODUCT, POL, GROUP_BY, TEST_SIZE, VAL_SIZE, SEED = "Cargo,Fishing,Tanker", "uint8", "co", "mmsi", 0.2, 0.1, 42
 def all_sets():
-    """Every set this script can write with the registered readers: one per dataset and `mixed`."""
-    return sets.ordered([*(r.name for r in readers.READERS), MIXED], SETS)
+    """Every set this script can write with the registered readers: one per dataset, `mixed`, and the stacked sets
+    of the datasets that have them (--pol stack)."""
+    names = [r.name for r in readers.READERS]
+    return sets.ordered([*names, MIXED, *(s for s, base in sets.STACKED.items() if base in names)], SETS)
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -141,7 +145,10 @@ def get_args_parser(add_help=True):
                         "(not chips: only to reproduce the study)")
     p.add_argument("--pol", default=POL, choices=opensarship.POLS,
                    help="OpenSARShip polarisation: co = VV or HH (the only channel of single-pol scenes); cross "
-                        "= VH or HV; both = each as its own chip, in one group")
+                        "= VH or HV; both = each as its own chip, in one group; stack = the co sets, and the "
+                        "dual-pol chips again as 2-channel (co, cross) TIFFs in the set opensarship-stack, each in "
+                        "its co chip's split (from Patch/ with --product uint8, both channels scaled by the co peak; "
+                        "from Patch_Cal/ with --product cal)")
     p.add_argument("--group-by", default=GROUP_BY, choices=("mmsi", "scene", "none"),
                    help="what the split never divides: mmsi = one ship (both polarisations, GRD and SLC, every "
                         "scene; by scene position where no MMSI is known); scene = one acquisition (FUSAR: by "
@@ -281,7 +288,8 @@ def fingerprint(args, paths):
             st = f.stat()
             h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     modules = [__file__, archives.__file__, readers.__file__, splits.__file__, sets.__file__, prep_classes.__file__,
-               prep_output.__file__, ship_xml.__file__, split_files.__file__]
+               prep_output.__file__, ship_xml.__file__, split_files.__file__, stacking.__file__,
+               opensarship_pixels.__file__]
     modules += [inspect.getfile(type(r)) for r in readers.READERS]
     if args.synthetic:
         modules += sys.modules["synthetic"].SOURCES  # the generator's modules
@@ -290,27 +298,13 @@ def fingerprint(args, paths):
     return h.hexdigest()
 
 
-# ---------------------------------------------------------------------------------------------- writing
-
-
-def manifest_row(c):
-    rel = f"{c.split}/{c.cls}/{c.file}"
-    row = {k: c[k] for k in MANIFEST_COLUMNS if k not in ("path", "mask")}
-    row.update(path=rel, mask=f"masks/{rel}" if c.staged_mask else "")
-    return {k: "" if row[k] is None else str(row[k]) for k in MANIFEST_COLUMNS}
-
-
-def write_set(work, name, chips, classes, skips, summary_common, split_names):
-    rows = [manifest_row(c) for c in chips]
-    items = [(row, c.staged, c.staged_mask) for row, c in zip(rows, chips)]
-    sources = {row["path"]: [c.name, c.source_sha1] for row, c in zip(rows, chips)}  # what --export-splits reads
-    return prep_output.write_set_folder(work / name, items, classes, skips, summary_common, split_names, sources)
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 
 def main(args):
+    if args.pol == opensarship.STACK and args.product == "rgb":
+        raise SystemExit("error: --pol stack needs chips with both channels on one scale: Patch_RGB figures are "
+                         "rendered per polarisation; use --product uint8 (from Patch/) or --product cal")
     if not 0.0 < args.test_size < 1.0:
         raise SystemExit(f"error: --test-size must be between 0 and 1 (exclusive), got {args.test_size}")
     if getattr(args, "split_seed", None) is None:
@@ -361,6 +355,7 @@ def _prepare(args, out, work, progress):
     present = [r for r in readers.READERS if available[r.name]]
     classes = prep_classes.choose_classes(args, available, present, notes)
     names = sets.ordered([r.name for r in present], SETS)
+    stack = [sets.stacked_set(n) for n in names if args.pol == opensarship.STACK and sets.stacked_set(n) in SETS]
     prep_classes.refuse_one_class({n: Counter({k: available[n][k] for k in classes}) for n in names}, available)
     common = {"fingerprint": fp, "classes": classes, "synthetic": bool(args.synthetic), "split_seed": args.split_seed,
               "options": {k: getattr(args, k) for k in ("classes", "product", "pol", "group_by", "test_size",
@@ -368,10 +363,13 @@ def _prepare(args, out, work, progress):
               "notes": notes}
     split_files.record(common, args.split_plan)
     # Before decoding: a set in the way stops the run at once.
-    kept, removed = prep_output.other_sets(out, names, all_sets(), common, args.remove_other_sets, args.verify)
+    kept, removed = prep_output.other_sets(out, names + stack, all_sets(), common, args.remove_other_sets,
+                                           args.verify)
     chips, check = _split_chips(args, inputs, jobs, classes, work, progress, skips, notes, present)
     prep_classes.refuse_one_class({n: Counter(c.cls for c in chips if c.dataset == n) for n in names}, available)
     produced, warnings, conflict = _plan(out, names, kept, chips)
+    stacked = _stacked(stack, chips, skips, notes, removed)
+    produced += list(stacked)
     if MIXED not in produced:
         removed[MIXED] = "no leakage-free union of the sets present: see the warning below" if conflict \
             else "one per-dataset set: nothing to merge"
@@ -379,7 +377,9 @@ def _prepare(args, out, work, progress):
         common["warnings"] = warnings
     if not check:  # a split file decides val itself
         notes += splits.val_notes(chips, [n for n in produced if n != MIXED or not kept], args.val_size)
-    tables, table_classes = _write_sets(args, out, work, produced, kept, chips, skips, classes, common)
+    split_names = args.split_plan.split_names if args.split_plan else splits.split_names(args.val_size)
+    tables, table_classes = prep_output.write_sets(out, work, produced, kept, chips, skips, classes, common,
+                                                   split_names, stacked)
     table = splits.format_table(tables, table_classes)
     seconds = time.time() - t0
     # No timings or dates in the written summaries: a rebuild from the same inputs gives identical bytes.
@@ -438,11 +438,30 @@ def _split_chips(args, inputs, jobs, classes, work, progress, skips, notes, pres
     return chips, check
 
 
+def _stacked(stack, chips, skips, notes, removed):
+    """{stacked set: its chips} (stacking.stacked_chips) of a --pol stack run; extends `skips` with the co chips not
+    stacked. A dataset without a dual-pol chip gets no stacked set: a note, and an old one is removed."""
+    out = {}
+    for name in stack:
+        base = sets.STACKED[name]
+        twins, more = stacking.stacked_chips(chips, base)
+        skips += more
+        if twins:
+            out[name] = twins
+            notes.append(f"{name}: {len(twins)} dual-pol chips of {base} as 2-channel (co, cross) TIFFs, each in "
+                         f"its co chip's split; never part of {MIXED} (FUSAR-Ship and single-pol scenes have one "
+                         "channel)")
+        else:
+            notes.append(f"{name} not written: none of the {base} chips has a cross channel to stack")
+            removed[name] = "no dual-pol chips to stack"
+    return out
+
+
 def _plan(out, names, kept, chips):
     """(the sets this run writes, warnings, whether mixed is left out for a ship in two splits): the per-dataset
     sets of `names`, and mixed when the sets present after this run (kept ones too) make a leakage-free union."""
     records = {n: [(c.cls, c.group, c.split) for c in chips if c.dataset == n] for n in names}
-    records.update(prep_output.set_records(out, kept))
+    records.update(prep_output.set_records(out, [n for n in kept if n not in sets.STACKED]))
     records = {n: records[n] for n in sets.ordered(list(records), SETS)}
     mixed, conflict = prep_output.mixed_plan(records)
     if mixed is not None:
@@ -450,27 +469,6 @@ def _plan(out, names, kept, chips):
     class_lists = {n: sorted({k for k, _, _ in recs}) for n, recs in records.items()}
     warnings = splits.single_group_warnings(records) + prep_classes.class_list_warnings(class_lists)
     return names + ([MIXED] if mixed is not None else []), warnings + ([conflict] if conflict else []), bool(conflict)
-
-
-def _write_sets(args, out, work, produced, kept, chips, skips, classes, common):
-    """Write the produced sets in `work` (mixed last: from the chips, or with kept sets as the union of the set
-    folders); returns ({set: info} with the kept sets' too, the classes of the table)."""
-    split_names = args.split_plan.split_names if args.split_plan else splits.split_names(args.val_size)
-    kept_info = {n: prep_output.set_info(out / n) for n in kept}
-    table_classes = sorted(set(classes).union(*(info["classes"] for info in kept_info.values())))
-    tables = {}
-    for name in sets.ordered([n for n in produced if n != MIXED] + kept, SETS):
-        if name in kept:
-            tables[name] = kept_info[name]
-        else:
-            tables[name] = write_set(work, name, [c for c in chips if c.dataset == name], table_classes,
-                                     [s for s in skips if s[0] == name], common, split_names)
-    if MIXED in produced and kept:
-        parts = [out / n if n in kept else work / n for n in tables]
-        tables[MIXED] = prep_output.write_union(work / MIXED, parts, table_classes, common, split_names)
-    elif MIXED in produced:
-        tables[MIXED] = write_set(work, MIXED, chips, table_classes, skips, common, split_names)
-    return tables, table_classes
 
 
 if __name__ == "__main__":

@@ -8,13 +8,18 @@
     from models import MODEL_NAMES, build_model, load_trained
     model = build_model("fine_vgg", num_classes=3)  # a fresh model on every call
     logits = model(x)                               # x: (B, 1, H, W) float in [0, 1], H, W >= 32
+    stacked = build_model("cnn", 3, in_channels=2)  # for 2-channel (co, cross) chips: (B, 2, H, W)
     model, ckpt = load_trained("runs/.../checkpoint.pt")   # what test_models.py saved (checkpoint())
 
-Every model is `Classifier(backbone, head)`: the backbone maps a (B, 1, H, W) batch in [0, 1] to flat
-features (B, F), the head maps those to logits, and `model(x) == model.head(model.backbone(x))`. Models
-with an ImageNet backbone replicate the SAR channel to RGB and apply the ImageNet mean/std themselves
-(`ImageNetInput`, first module of their backbone), also when built with weights="none", so a checkpoint
-always loads into the same architecture. Every head is the study's: Linear(F, 4096), ReLU, Dropout(0.5),
+Every model is `Classifier(backbone, head)`: the backbone maps a (B, C, H, W) batch in [0, 1] to flat
+features (B, F), the head maps those to logits, and `model(x) == model.head(model.backbone(x))`. C is the
+chips' channel count, `in_channels`: 1, or 2 for stacked dual-pol chips (co, cross; dataset_prep.py --pol stack),
+kept in the checkpoint. The cnn's first convolution takes C channels. Models with an ImageNet backbone make RGB
+and apply the ImageNet mean/std themselves (`ImageNetInput`, first module of their backbone), also when built with
+weights="none", so a checkpoint always loads into the same architecture: one channel is replicated to R, G and B;
+two channels map to R = co, G = cross, B = their mean (each an 8-bit amplitude or dB image, so B is the mean
+brightness; the weights' first convolution and every later layer are kept whole, nothing is averaged or re-scaled).
+Every head is the study's: Linear(F, 4096), ReLU, Dropout(0.5),
 Linear(4096, classes).
 
 | name        | backbone                                                   | F     | Grad-CAM target      |
@@ -83,19 +88,29 @@ class CheckpointError(ValueError):
 # building blocks
 
 class ImageNetInput(nn.Module):
-    """(B, 1, H, W) in [0, 1] -> (B, 3, H, W) normalised as the ImageNet weights expect."""
+    """(B, C, H, W) in [0, 1] -> (B, 3, H, W) normalised as the ImageNet weights expect. C = 1: the channel
+    replicated; C = 2 (co, cross): R = co, G = cross, B = (co + cross) / 2."""
 
-    def __init__(self):
+    def __init__(self, in_channels=1):
         super().__init__()
+        if in_channels not in (1, 2):
+            raise ValueError(f"ImageNet input takes 1 or 2 channels, not {in_channels}")
+        self.in_channels = in_channels
         # non-persistent: constants, not state, so checkpoints hold only learned values and BN statistics
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x):
-        if x.dim() != 4 or x.shape[1] != 1:
-            raise ValueError(f"expected a single-channel batch (B, 1, H, W) in [0, 1], got shape "
-                             f"{tuple(x.shape)}; pass the SAR chip as one channel, the model makes RGB")
-        return (x.expand(-1, 3, -1, -1) - self.mean) / self.std  # (B, 3, H, W)
+        _check_batch(x, self.in_channels)
+        rgb = x.expand(-1, 3, -1, -1) if self.in_channels == 1 else torch.cat([x, x.mean(1, keepdim=True)], 1)
+        return (rgb - self.mean) / self.std  # (B, 3, H, W)
+
+
+def _check_batch(x, in_channels):
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        what = "single-channel" if in_channels == 1 else f"{in_channels}-channel (co, cross)"
+        raise ValueError(f"expected a {what} batch (B, {in_channels}, H, W) in [0, 1], got shape {tuple(x.shape)}: "
+                         "the model was built for chips of another channel count")
 
 
 class FrozenBackbone(nn.Sequential):
@@ -115,8 +130,9 @@ class FrozenBackbone(nn.Sequential):
 class Classifier(nn.Module):
     """backbone: (B, 1, H, W) -> (B, F); head: (B, F) -> (B, classes)."""
 
-    def __init__(self, backbone: nn.Sequential, head: nn.Module, cam_target_name: str):
+    def __init__(self, backbone: nn.Sequential, head: nn.Module, cam_target_name: str, in_channels: int = 1):
         super().__init__()
+        self.in_channels = in_channels  # the chips' channels (checkpoint keeps it)
         self.backbone = backbone
         self.head = head
         # stored as a name, not a module attribute: a second reference would be registered as a submodule and
@@ -145,7 +161,7 @@ def study_head(in_features: int, num_classes: int) -> nn.Sequential:
 # ----------------------------------------------------------------------------------------------------------
 # builders
 
-def _cnn(num_classes: int, weights: str) -> Classifier:
+def _cnn(num_classes: int, weights: str, in_channels: int = 1) -> Classifier:
     def block(c_in, c_out):
         return nn.Sequential(OrderedDict(
             conv=nn.Conv2d(c_in, c_out, kernel_size=3, padding=1),
@@ -155,13 +171,13 @@ def _cnn(num_classes: int, weights: str) -> Classifier:
         ))
 
     backbone = nn.Sequential(OrderedDict(
-        block1=block(1, 64),  # (B, 64, H/2, W/2)
+        block1=block(in_channels, 64),  # (B, 64, H/2, W/2)
         block2=block(64, 128),  # (B, 128, H/4, W/4)
         block3=block(128, 256),  # (B, 256, H/8, W/8)
         pool=nn.AdaptiveAvgPool2d(4),  # (B, 256, 4, 4) at any input size
         flatten=nn.Flatten(),  # (B, 4096)
     ))
-    return Classifier(backbone, study_head(256 * 4 * 4, num_classes), "backbone.block3.relu")
+    return Classifier(backbone, study_head(256 * 4 * 4, num_classes), "backbone.block3.relu", in_channels)
 
 
 def _vgg_features(weights: str) -> nn.Sequential:
@@ -180,34 +196,37 @@ def _vgg_features(weights: str) -> nn.Sequential:
     return features
 
 
-def _vgg(num_classes: int, weights: str, frozen: bool, pool_side: int = 7) -> Classifier:
+def _vgg(num_classes: int, weights: str, frozen: bool, pool_side: int = 7, in_channels: int = 1) -> Classifier:
     features = _vgg_features(weights)  # (B, 512, H/32, W/32); features[29] is the ReLU of conv5_3 at H/16
     # 7: the study's VGG head input (25088 features); 1: fine_vgg_gap's global pool (module docstring)
     pool, n_features = nn.AdaptiveAvgPool2d(pool_side), 512 * pool_side * pool_side
-    layers = OrderedDict(input=ImageNetInput(), features=features, pool=pool, flatten=nn.Flatten())
+    layers = OrderedDict(input=ImageNetInput(in_channels), features=features, pool=pool, flatten=nn.Flatten())
     backbone = FrozenBackbone(layers) if frozen else nn.Sequential(layers)
-    return Classifier(backbone, study_head(n_features, num_classes), "backbone.features.29")
+    return Classifier(backbone, study_head(n_features, num_classes), "backbone.features.29", in_channels)
 
 
 class Sentinel1Input(nn.Module):
-    """(B, 1, H, W) in [0, 1], an OpenSARShip `cal` chip (calibrated backscatter on CAL_DB_RANGE) -> (B, 2, H, W)
-    as the Sentinel-1 weights expect: dB standardised with the SSL4EO-S12 statistics. The single (co-polarised)
-    band feeds both channels, standardised with the VV statistics: the network sees VH as a copy of VV's pattern
-    (the weights were trained on both; a stacked co + cross input would give each its own)."""
+    """(B, C, H, W) in [0, 1], OpenSARShip `cal` chips (calibrated backscatter on CAL_DB_RANGE) -> (B, 2, H, W)
+    as the Sentinel-1 weights expect: dB standardised with the SSL4EO-S12 statistics. C = 2, a stacked chip
+    (co, cross) = (VV, VH): each band with its own statistics, as the weights were trained (HH, HV scenes are
+    taken as VV, VH). C = 1: the single (co-polarised) band feeds both channels, standardised with the VV
+    statistics: the network sees VH as a copy of VV's pattern."""
 
-    def __init__(self):
+    def __init__(self, in_channels=1):
         super().__init__()
+        self.in_channels = in_channels
         self.low, self.high = CAL_DB_RANGE
-        self.mean, self.std = SENTINEL1_DB_MEAN[0], SENTINEL1_DB_STD[0]
+        stats = [(SENTINEL1_DB_MEAN[k], SENTINEL1_DB_STD[k]) for k in ((0,) if in_channels == 1 else (0, 1))]
+        self.register_buffer("mean", torch.tensor([m for m, _ in stats]).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([s for _, s in stats]).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x):
-        if x.dim() != 4 or x.shape[1] != 1:
-            raise ValueError(f"expected a single-channel batch (B, 1, H, W) in [0, 1], got shape {tuple(x.shape)}")
+        _check_batch(x, self.in_channels)
         db = self.low + x * (self.high - self.low)
         return ((db - self.mean) / self.std).expand(-1, 2, -1, -1)
 
 
-def _resnet(num_classes: int, weights: str, frozen: bool, load: bool = True) -> Classifier:
+def _resnet(num_classes: int, weights: str, frozen: bool, load: bool = True, in_channels: int = 1) -> Classifier:
     net = torchvision.models.resnet50(weights=None)
     if weights == "sentinel1":  # the SAR weights' first convolution takes VV and VH
         net.conv1 = nn.Conv2d(2, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -219,41 +238,44 @@ def _resnet(num_classes: int, weights: str, frozen: bool, load: bool = True) -> 
             raise CheckpointError(f"{weights_path(SENTINEL1_WEIGHTS)} is not a ResNet50 with a 2-channel conv1 "
                                   f"(missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}): replace it "
                                   "with the file the message of a missing file names")
-    layers = OrderedDict(input=Sentinel1Input() if weights == "sentinel1" else ImageNetInput())
+    layers = OrderedDict(input=Sentinel1Input(in_channels) if weights == "sentinel1" else ImageNetInput(in_channels))
     for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
         layers[name] = getattr(net, name)  # layer4: (B, 2048, H/32, W/32)
     layers["pool"] = nn.AdaptiveAvgPool2d(1)  # global pool of the 2048 channels (not defect 5's reshape)
     layers["flatten"] = nn.Flatten()  # (B, 2048)
     backbone = FrozenBackbone(layers) if frozen else nn.Sequential(layers)
-    return Classifier(backbone, study_head(2048, num_classes), "backbone.layer4")
+    return Classifier(backbone, study_head(2048, num_classes), "backbone.layer4", in_channels)
 
 
-_BUILDERS = {
-    "cnn": _cnn,
-    "vgg": lambda n, w: _vgg(n, w, frozen=False),
-    "resnet": lambda n, w, load=True: _resnet(n, w, frozen=False, load=load),
-    "fine_vgg": lambda n, w: _vgg(n, w, frozen=True),
-    "fine_resnet": lambda n, w, load=True: _resnet(n, w, frozen=True, load=load),
-    "fine_vgg_gap": lambda n, w: _vgg(n, w, frozen=True, pool_side=1),
+_BUILDERS = {  # (classes, weights, load, in_channels) -> Classifier
+    "cnn": lambda n, w, load, c: _cnn(n, w, in_channels=c),
+    "vgg": lambda n, w, load, c: _vgg(n, w, frozen=False, in_channels=c),
+    "resnet": lambda n, w, load, c: _resnet(n, w, frozen=False, load=load, in_channels=c),
+    "fine_vgg": lambda n, w, load, c: _vgg(n, w, frozen=True, in_channels=c),
+    "fine_resnet": lambda n, w, load, c: _resnet(n, w, frozen=True, load=load, in_channels=c),
+    "fine_vgg_gap": lambda n, w, load, c: _vgg(n, w, frozen=True, pool_side=1, in_channels=c),
 }
 
 
-def build_model(name: str, num_classes: int, weights: str = "imagenet", load_weights: bool = True) -> Classifier:
+def build_model(name: str, num_classes: int, weights: str = "imagenet", load_weights: bool = True,
+                in_channels: int = 1) -> Classifier:
     """A fresh model. weights: "imagenet" (VGG/ResNet backbones start from ImageNet; the cnn is always
     randomly initialised), "none" (random everywhere), "auto" (resolve_weights: imagenet where the file is at
     hand) or "sentinel1" (resnet, fine_resnet: the SAR-pretrained ResNet50, a 2-channel first convolution and
     Sentinel1Input). load_weights=False: the architecture those weights need, randomly initialised (what a saved
-    state_dict is loaded into). Raises WeightsUnavailableError when pretrained weights are needed, not cached and
-    not downloadable."""
+    state_dict is loaded into). in_channels: the chips' channels, 1 or 2 (stacked co, cross: module docstring).
+    Raises WeightsUnavailableError when pretrained weights are needed, not cached and not downloadable."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_CHOICES)}")
     weights = resolve_weights(name, weights)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if in_channels not in (1, 2):
+        raise ValueError(f"in_channels must be 1 or 2 (stacked co, cross), got {in_channels!r}")
     if not load_weights:
-        return _BUILDERS[name](num_classes, weights, load=False) if weights == "sentinel1" else \
-            _BUILDERS[name](num_classes, "none")
-    return _BUILDERS[name](num_classes, weights)
+        return _BUILDERS[name](num_classes, weights, False, in_channels) if weights == "sentinel1" else \
+            _BUILDERS[name](num_classes, "none", False, in_channels)
+    return _BUILDERS[name](num_classes, weights, True, in_channels)
 
 
 def state_sha1(module_or_tensors):
@@ -278,7 +300,7 @@ def checkpoint(model: Classifier, model_name: str, classes, img_size: int, weigh
     load_trained rebuilds the backbone and checks the hash. fine_resnet: 34 MB instead of 128 MB + Adam.
     """
     ckpt = {"model_name": model_name, "classes": list(classes), "img_size": img_size, "args": args,
-            "epoch": args.get("epochs"), "weights": weights}
+            "epoch": args.get("epochs"), "weights": weights, "in_channels": model.in_channels}
     if not model.frozen_backbone:
         ckpt["model"] = model.state_dict()
         return ckpt
@@ -297,9 +319,11 @@ def _rebuild_frozen(ckpt, path):
     if ident["weights"] == "none":  # the cell built its model right after seeding torch with its seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ident["seed"])
-            model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights="none")
+            model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights="none",
+                                in_channels=ckpt.get("in_channels", 1))
     else:
-        model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights=ident["weights"])
+        model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights=ident["weights"],
+                            in_channels=ckpt.get("in_channels", 1))
     if state_sha1(model.backbone.named_parameters()) != ident["parameters_sha1"]:
         how = f"seed {ident['seed']}" if ident["weights"] == "none" else f"the {ident['weights']} weights file"
         raise CheckpointError(f"{path}: the frozen {ckpt['model_name']} backbone rebuilt from {how} is not the one "
@@ -314,7 +338,7 @@ def _load_whole(ckpt):
     """The model of a checkpoint that saved its whole state_dict."""
     # the architecture its weights need (sentinel1: a 2-channel first convolution), then the saved values
     model = build_model(ckpt["model_name"], len(ckpt["classes"]), weights=ckpt.get("weights") or "none",
-                        load_weights=False)
+                        load_weights=False, in_channels=ckpt.get("in_channels", 1))
     state = dict(ckpt["model"])
     for prefix in ("module.", "_orig_mod."):  # saved from a DistributedDataParallel or torch.compile wrapper
         consume_prefix_in_state_dict_if_present(state, prefix)
@@ -379,7 +403,7 @@ def describe(model: Classifier, img_size: int, device: str, repeats: int) -> dic
     model = model.to(device).eval()
     shapes = []
     hook = model.cam_target_layer.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape)))
-    x = torch.rand(1, 1, img_size, img_size, device=device)
+    x = torch.rand(1, model.in_channels, img_size, img_size, device=device)
     times = []
     with torch.no_grad():
         n_features = model.backbone(x).shape[1]  # also the warm-up pass

@@ -30,7 +30,10 @@ Chip products (`product`):
   figure (jet colour map, axes, colour bar). Converted to grayscale; kept only to reproduce the published study.
 
 Polarisation (`pol`): `co` (VV or HH, or the only channel of single-pol scenes), `cross` (VH or HV; none in
-single-pol scenes), `both` (each channel as its own chip; the grouping keeps the two together).
+single-pol scenes), `both` (each channel as its own chip; the grouping keeps the two together), `stack`: the `co`
+chips, and each dual-pol one also as a 2-channel (co, cross) chip (Chip.twin, band "stack", pol "vv+vh"), read
+from `Patch/` (product uint8) or `Patch_Cal/` (product cal): opensarship_pixels.py says how, stacking.py where they
+go. A co chip without a twin says why in Chip.twin_reason (a single-pol scene, no Patch/ file).
 
 Ship.xml: a chip joins its record on (Center_x, Center_y) = (x, y) of its file name. Measured on the real scenes:
 the chip is the square of side 2h+1 centred on Center, where h = UpperLeft_x - Center_x = Center_x - LowerRight_x
@@ -40,18 +43,15 @@ Its numbers are checked (ship_xml.py): an infinite or out-of-range value (a head
 latitude off the globe) is left out of the chip, which is kept, and named in a note of its scene.
 """
 
-import io
 import re
-import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
-import numpy as np
-from PIL import Image
 
 from archives import (OPENSARSHIP_FOLDERS, READ_ERRORS, SCENE_RE, BadArchiveError, BrokenTree, archive_names,
-                      clean_error, is_junk, is_under, open_member, positive_number, scene_name_of)
+                      is_junk, is_under, open_member, positive_number, scene_name_of)
+from opensarship_pixels import CAL_DB_RANGE, STACK, cal_to_uint8, load_chip  # noqa: F401 (re-exported)
 from readers import Chip, Listing, Reader
 from ship_xml import parse_ship_xml, record_values
 
@@ -60,11 +60,7 @@ PRODUCTS = {"uint8": "Patch_Uint8", "cal": "Patch_Cal", "rgb": "Patch_RGB"}
 # Class names seen in the real chip names (docs/data-formats.md); the reader takes any name it finds.
 CLASSES = ("Cargo", "Dredging", "Dredging or underwater ops", "Fishing", "Law Enforcement", "Other Type",
            "Passenger", "Search and Rescue vessel", "Tanker", "Tug")
-POLS = ("co", "cross", "both")
-# Fixed dB window for the `cal` product, the same for every scene. Measured on the real chips (VV and VH, GRD
-# and SLC): sea clutter 0.1th percentile about -33 dB (VH), ship cores up to about +20 dB (VV 99.9th percentile
-# 11-22 dB). 55 dB over 255 levels is about 0.2 dB a level.
-CAL_DB_RANGE = (-35.0, 20.0)
+POLS = ("co", "cross", "both", "stack")
 # Nominal pixel spacing (row = azimuth, col = range) in metres, used only when the scene metadata lacks it:
 # Sentinel-1 IW GRDH is 10 m x 10 m; IW SLC about 13.9 m azimuth x 2.33 m slant range (the real scenes' values).
 NOMINAL_SPACING_M = {"GRD": (10.0, 10.0), "SLC": (13.9, 2.33)}
@@ -313,12 +309,13 @@ def scene_chips(scene, product="uint8", pol="co"):
         positions.setdefault(key, {})[(m["pol"] or "").lower() or None] = rel
     co, cross, dual = scene_pols(scene.name, {s for files in positions.values() for s in files})
     chips = []
+    patch_files = {rel for rel in scene.names() if rel.startswith("Patch/")} if pol == STACK else set()
     for (cls, x, y), files in sorted(positions.items()):
         if not dual and pol == "cross":
             skips.append((scene.tree.describe(scene.member(next(iter(files.values())))), "no cross-pol channel",
                           "single-polarisation scene"))
             continue
-        for channel in {"co": [co], "cross": [cross], "both": [co, cross]}[pol] if dual else [co]:
+        for channel in {"co": [co], "cross": [cross], "both": [co, cross], STACK: [co]}[pol] if dual else [co]:
             if product == "cal" or not dual:
                 # Patch_Cal holds every channel as a band of one file; single-pol chips carry no suffix.
                 rel = files.get(None) or next(iter(files.values()))
@@ -333,7 +330,24 @@ def scene_chips(scene, product="uint8", pol="co"):
                 continue
             band = ("cross" if channel == cross else "co") if product == "cal" else None
             chips.append(_chip_record(scene, product, cls, x, y, channel, band, rel))
+            if pol == STACK:
+                _attach_twin(scene, chips[-1], (co, cross) if dual else None, rel, patch_files)
     return chips, skips
+
+
+def _attach_twin(scene, chip, pols, rel, patch_files):
+    """Give a co chip its stacked twin (the same chip as (co, cross) channels), or the reason it has none."""
+    if pols is None:
+        chip.twin_reason = "single-polarisation scene: no cross channel to stack"
+        return
+    if chip.product == "uint8":  # Patch_Uint8 scales each channel by its own peak: stacked from Patch/ instead
+        stem = PurePosixPath(rel).name.removeprefix("Visual_").rsplit("_", 1)[0]
+        rel = next((f"Patch/{stem}{ext}" for ext in (".tif", ".tiff") if f"Patch/{stem}{ext}" in patch_files), None)
+        if rel is None:
+            chip.twin_reason = f"no Patch/{stem}.tif to stack (the amplitude file of both channels)"
+            return
+    chip.twin = replace(chip, name=chip.name.removesuffix(f"_{chip.pol}"), pol="+".join(pols), band=STACK,
+                        source=scene.tree.describe(scene.member(rel)), member=scene.member(rel))
 
 
 def _chip_record(scene, product, cls, x, y, pol, band, rel):
@@ -368,61 +382,6 @@ def chip_coords(chip, h, w):
     # Without corners in Ship.xml, only the decoded size tells whether head and tail lie in the chip.
     inside = all(0 <= coords[f"{e}_row"] < h and 0 <= coords[f"{e}_col"] < w for e in ("head", "tail"))
     return coords if inside else {}
-
-
-def cal_to_uint8(intensity):
-    """Linear calibrated intensity -> dB -> 8 bits over CAL_DB_RANGE (clipped), the same mapping everywhere."""
-    lo, hi = CAL_DB_RANGE
-    db = 10.0 * np.log10(np.maximum(np.nan_to_num(intensity.astype(np.float64), nan=0.0), 1e-12))
-    return np.round((np.clip(db, lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-
-
-def load_chip(scene, chip):
-    """The chip as an (H, W) uint8 array. Raises ValueError with the reason when it cannot be decoded."""
-    data = scene.tree.read(chip.member)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a corrupt file is reported once, as a skipped chip with its reason
-        return _decode(data, chip)
-
-
-def _decode(data, chip):
-    product = chip.product
-    if product == "cal":
-        import tifffile  # only the float32 Patch_Cal files need it (Pillow cannot read them)
-        try:
-            arr = tifffile.imread(io.BytesIO(data))
-        except Exception as e:  # any decoder failure is a corrupt file, reported with its text
-            raise ValueError(f"cannot decode TIFF: {clean_error(e)}") from e
-        if arr.ndim == 2:
-            bands = arr[..., None]
-        elif arr.ndim == 3 and arr.shape[-1] <= 4:
-            bands = arr
-        else:
-            raise ValueError(f"unexpected Patch_Cal shape {arr.shape}")
-        if bands.shape[-1] == 1:
-            if chip.band == "cross":
-                raise ValueError("Patch_Cal has one band: no cross-pol channel")
-            band = bands[..., 0]
-        elif bands.shape[-1] == 2:
-            band = bands[..., 0 if chip.band == "cross" else 1]  # band order: cross, co (VH, VV)
-        else:
-            raise ValueError(f"Patch_Cal has {bands.shape[-1]} bands, expected 1 or 2")
-        return cal_to_uint8(band)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            if product == "rgb" or img.mode in ("RGB", "RGBA", "P", "LA"):
-                img = img.convert("L")
-            if img.mode != "L":
-                raise ValueError(f"unexpected image mode {img.mode} (8-bit expected)")
-            arr = np.asarray(img, dtype=np.uint8).copy()
-    except ValueError:
-        raise
-    except Exception as e:  # Pillow raises many types for a corrupt file
-        raise ValueError(f"cannot decode image: {clean_error(e)}") from e
-    if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"unexpected image shape {arr.shape}")
-    return arr
 
 
 # ---------------------------------------------------------------------------------------------- the reader

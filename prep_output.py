@@ -32,7 +32,8 @@ from pathlib import Path
 
 import split_files
 import splits
-from sets import MANIFEST, SUMMARY_JSON, SUMMARY_TXT, load_summary, read_manifest, write_manifest
+from sets import (MANIFEST, MANIFEST_COLUMNS, MIXED, SETS, STACKED, SUMMARY_JSON, SUMMARY_TXT, load_summary, ordered,
+                  read_manifest, write_manifest)
 
 OPTION_KEYS = ("options", "split_seed", "synthetic")  # what must match for another dataset's set to be kept
 SHOWN = 5  # damaged files named in a message; the others counted
@@ -100,8 +101,8 @@ def option_differences(summary, options):
 
 def other_sets(out, produced, names, options, remove=False, verify=False):
     """The sets of `names` (mixed aside) in `out` that this run does not produce: ([names to keep], {name: why}
-    to remove). Kept: those made with the same options, intact. Any other stops the run, unless `remove`
-    (--remove-other-sets), which removes them all."""
+    to remove). Kept: those made with the same options (a stacked set: --pol stack or co), intact. Any other stops
+    the run, unless `remove` (--remove-other-sets), which removes them all."""
     kept, removed = [], {}
     for name in names:
         set_dir = Path(out) / name
@@ -113,6 +114,9 @@ def other_sets(out, produced, names, options, remove=False, verify=False):
         again = f"prepare it again with this run's options (name its data too: --{name} PATH)"
         try:
             differences = option_differences(load_summary(out, name), options)
+            if name in STACKED and options["options"].get("pol") == "co":
+                # a stacked set is the dual-pol part of a co set split with the same options: a co run keeps it
+                differences = [d for d in differences if not d.startswith("pol stack ")]
         except (OSError, ValueError) as e:
             raise SystemExit(f"error: {set_dir / SUMMARY_JSON} cannot be read ({e}), so whether {name} was "
                              f"prepared like this run is unknown: {again}, or remove it with --remove-other-sets"
@@ -288,3 +292,44 @@ def _carry_cache(old, new):
     if cache.is_dir() and not (new / ".cache").exists() and \
             (old / MANIFEST).read_bytes() == (new / MANIFEST).read_bytes():
         cache.rename(new / ".cache")
+
+
+# ---------------------------------------------------------------------------------------------- the sets of a run
+
+
+def manifest_row(c):
+    """A staged readers.Chip as its manifest row (MANIFEST_COLUMNS, text)."""
+    rel = f"{c.split}/{c.cls}/{c.file}"
+    row = {k: c[k] for k in MANIFEST_COLUMNS if k not in ("path", "mask")}
+    row.update(path=rel, mask=f"masks/{rel.rsplit('.', 1)[0]}.png" if c.staged_mask else "")  # masks are PNGs
+    return {k: "" if row[k] is None else str(row[k]) for k in MANIFEST_COLUMNS}
+
+
+def write_set(work, name, chips, classes, skips, summary_common, split_names):
+    rows = [manifest_row(c) for c in chips]
+    items = [(row, c.staged, c.staged_mask) for row, c in zip(rows, chips)]
+    sources = {row["path"]: [c.name, c.source_sha1] for row, c in zip(rows, chips)}  # what --export-splits reads
+    return write_set_folder(work / name, items, classes, skips, summary_common, split_names, sources)
+
+
+def write_sets(out, work, produced, kept, chips, skips, classes, common, split_names, stacked):
+    """Write the produced sets in `work` (mixed last: from the chips, or with kept sets as the union of the
+    single-channel set folders; stacked sets ({name: chips}, stacking.py) are never part of it); returns ({set:
+    info} with the kept sets' too, the classes of the table)."""
+    kept_info = {n: set_info(Path(out) / n) for n in kept}
+    table_classes = sorted(set(classes).union(*(info["classes"] for info in kept_info.values())))
+    tables = {}
+    for name in ordered([n for n in produced if n != MIXED] + kept, SETS):
+        if name in kept:
+            tables[name] = kept_info[name]
+        else:
+            own = stacked[name] if name in stacked else [c for c in chips if c.dataset == name]
+            tables[name] = write_set(work, name, own, table_classes, [s for s in skips if s[0] == name], common,
+                                     split_names)
+    if MIXED in produced and kept:
+        parts = [Path(out) / n if n in kept else work / n for n in tables if n not in STACKED]
+        tables[MIXED] = write_union(work / MIXED, parts, table_classes, common, split_names)
+    elif MIXED in produced:
+        tables[MIXED] = write_set(work, MIXED, chips, table_classes, [s for s in skips if s[0] not in STACKED],
+                                  common, split_names)
+    return tables, table_classes

@@ -50,6 +50,10 @@ class Chip:
     # Reader-specific: what load_chip and chip_coords need beyond `member`.
     band: str | None = None  # OpenSARShip Patch_Cal: "co" or "cross"
     geometry: object = None  # OpenSARShip: where the chip lies in its scene
+    # --pol stack (stacking.py): the 2-channel (co, cross) version of a co chip, decoded and written to the stacked
+    # set in its co chip's split; or why the chip has none (a single-pol scene)
+    twin: "Chip | None" = None
+    twin_reason: str = ""
     # Set while preparing (splits.py, dataset_prep.py).
     sha1: str = ""  # of the chip's PNG
     source_sha1: str = ""  # of the chip's file as the raw data stores it (splits.source_sha1; split files publish it)
@@ -109,7 +113,8 @@ class Reader(abc.ABC):
 
     @abc.abstractmethod
     def load_chip(self, handle, chip):
-        """The chip as an (H, W) uint8 array; ValueError (or another of archives.READ_ERRORS) with the reason
+        """The chip as an (H, W) uint8 array ((H, W, 2) for a stacked twin, Chip.twin); ValueError (or another of
+        archives.READ_ERRORS) with the reason
         when it cannot be decoded."""
 
     def chip_coords(self, chip, h, w):

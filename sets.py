@@ -6,7 +6,8 @@
     frame = sets.manifest_frame("data/prepared/fusar")  # the same as a DataFrame of strings ('' = unknown)
 
 A prepared set is a folder <data-dir>/<set>/ holding
-    train/<Class>/*.png, test/<Class>/*.png   single-channel 8-bit PNGs (torchvision ImageFolder reads them)
+    train/<Class>/*.png, test/<Class>/*.png   single-channel 8-bit PNGs (torchvision ImageFolder reads them);
+                                              in a stacked set (below) 2-channel 8-bit TIFFs (co, cross)
     val/<Class>/*.png                         the validation split, when prepared with --val-size > 0 (the
                                               default); --val-size 0 gives the study's two splits and no val/
     masks/<split>/<Class>/*.png               exact ship masks, where the data has them (synthetic chips)
@@ -17,8 +18,11 @@ A prepared set is a folder <data-dir>/<set>/ holding
                                               ("files": {path: [bytes, sha1]}, checked by dataset_prep.py), each
                                               chip's id and raw-file sha1 ("source_chips", what --export-splits
                                               writes) and, prepared with --split-file, that file ("split_file")
-<set> is one per dataset (fusar, opensarship) and `mixed`, the union of the per-dataset splits (train with
-train, val with val, test with test, never re-split); no group (ship) is in two splits. The manifest is the
+<set> is one per dataset (fusar, opensarship), `mixed`, the union of the per-dataset splits (train with
+train, val with val, test with test, never re-split), and with dataset_prep.py --pol stack `opensarship-stack`:
+the dual-pol chips of the opensarship set as 2-channel chips, each in its co chip's split and group (the same ships
+in test). No group (ship) is in two splits. A stacked set is never part of mixed and is never trained or tested
+with a single-channel set (check_channels): FUSAR-Ship and single-pol scenes have no cross channel. The manifest is the
 set's identity: it lists every chip with its sha1, so its own sha1 (manifest_sha1) changes when any chip does;
 records and caches are keyed by it.
 """
@@ -33,8 +37,10 @@ import pandas as pd
 
 from cli import PREP_HINT
 
-SETS = ("fusar", "opensarship", "mixed")  # every set dataset_prep.py can write, in the study's order
+SETS = ("fusar", "opensarship", "mixed", "opensarship-stack")  # every set dataset_prep.py can write, in order
 MIXED = "mixed"
+STACKED = {"opensarship-stack": "opensarship"}  # stacked set -> the set of its co chips (the same split)
+STACK_POL_SEP = "+"  # a stacked chip's manifest pol: "vv+vh", "hh+hv" (co first)
 SPLITS = ("train", "val", "test")  # val only in sets prepared with --val-size > 0
 MANIFEST = "manifest.csv"
 SUMMARY_JSON, SUMMARY_TXT = "summary.json", "summary.txt"
@@ -77,16 +83,26 @@ def resolve_sets(requested, default, available, data_dir, what):
 
 
 def grid_sets(data_dir, datasets, test_sets):
-    """(training sets, test sets, {set: manifest sha1}) of a grid: the sets asked for (None: every prepared one),
-    checked to exist and to share one class list."""
+    """(training sets, test sets, {set: manifest sha1}) of a grid: the sets asked for, checked to exist, to share
+    one class list and one channel count (check_channels). None: every prepared single-channel set for training
+    (a stacked set is trained when named), and every prepared set of the training sets' channel count for testing."""
     data_dir = Path(data_dir)
     available = prepared_sets(data_dir)
     if not available:
         raise SystemExit(f"nothing is prepared under {data_dir} (no <set>/{MANIFEST}): run python "
                          "dataset_prep.py (or python dataset_prep.py --synthetic for the synthetic demo), or "
                          "point --data-dir at the prepared sets")
-    train_sets = resolve_sets(datasets, SETS, available, data_dir, "training sets")
-    test_sets = resolve_sets(test_sets, available, available, data_dir, "test sets")
+    # Stacked sets are gridded when named: a default grid is the study's single-channel one.
+    train_sets = resolve_sets(datasets, [s for s in SETS if s not in STACKED], available, data_dir, "training sets")
+    channels = {s: set_channels(data_dir / s) for s in available}
+    kinds = {channels[s] for s in train_sets}
+    if len(kinds) > 1:
+        raise SystemExit(f"error: the training sets {', '.join(train_sets)} hold chips of different channel counts "
+                         f"({', '.join(f'{s}: {channels[s]}' for s in train_sets)}) and a grid tests every cell on one "
+                         "list of test sets: grid the stacked set on its own (--datasets opensarship-stack)")
+    test_sets = resolve_sets(test_sets, [s for s in available if channels[s] in kinds], available, data_dir,
+                             "test sets")
+    check_channels(data_dir, train_sets, test_sets, channels)
     classes = {s: set_classes(data_dir / s) for s in dict.fromkeys(train_sets + test_sets)}
     mismatched = [f"test set {te} has classes {classes[te]} but training set {tr} has {classes[tr]}"
                   for tr in train_sets for te in test_sets if classes[te] != classes[tr]]
@@ -94,6 +110,36 @@ def grid_sets(data_dir, datasets, test_sets):
         raise SystemExit("; ".join(mismatched) + ": prepare every set with the same classes "
                          "(dataset_prep.py), or leave the odd set out with --datasets / --test-sets")
     return train_sets, test_sets, {s: manifest_sha1(data_dir / s) for s in classes}
+
+
+def stacked_set(dataset):
+    """The name of a dataset's stacked set (dataset_prep.py --pol stack)."""
+    return f"{dataset}-stack"
+
+
+def row_channels(row):
+    """Channels of one manifest row's chip: 2 for a stacked chip (pol "vv+vh"), else 1."""
+    return 2 if STACK_POL_SEP in row.get("pol", "") else 1
+
+
+def set_channels(set_dir):
+    """Channels of a prepared set's chips (its manifest's first row: a set holds one kind)."""
+    rows = read_manifest(set_dir)
+    return row_channels(rows[0]) if rows else 1
+
+
+def check_channels(data_dir, train_sets, test_sets, channels=None):
+    """Every set's channel count ({set: 1 or 2}); SystemExit naming the sets when a training set would be tested on
+    a set of another channel count (a stacked set against a single-channel one)."""
+    channels = channels or {s: set_channels(Path(data_dir) / s) for s in dict.fromkeys([*train_sets, *test_sets])}
+    pairs = [f"{tr} ({channels[tr]} channel{'s' * (channels[tr] > 1)}) on {te} ({channels[te]})"
+             for tr in train_sets for te in test_sets if channels[tr] != channels[te]]
+    if pairs:
+        raise SystemExit("error: a model cannot be tested on chips with another number of channels: "
+                         f"{'; '.join(pairs)}. Stacked sets (co + cross, dataset_prep.py --pol stack) exist only for "
+                         "OpenSARShip's dual-pol scenes (FUSAR-Ship and single-pol scenes have one channel): grid the "
+                         "stacked set on its own (--datasets opensarship-stack --test-sets opensarship-stack)")
+    return channels
 
 
 def has_split(set_dir, split):

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import readers
+import stacking
 from archives import READ_ERRORS, BadArchiveError
 from sets import MIXED, SPLITS
 
@@ -89,14 +90,15 @@ def _decode_one(reader, handle, chip, masks_dir):
         source = source_sha1(handle, chip)
         arr = reader.load_chip(handle, chip)
     except READ_ERRORS as e:
-        return None, None, str(e), None  # the reason rides in the third slot
+        return None, None, str(e), (None, None)  # the reason rides in the third slot
     mask = _read_mask(masks_dir, chip, arr.shape)
-    return arr.shape, encode_png(arr), None if mask is None else encode_png(mask), source
+    twin = None if chip.twin is None else stacking.decode_twin(reader, handle, chip.twin)
+    return arr.shape, encode_png(arr), None if mask is None else encode_png(mask), (source, twin)
 
 
 def decode_all(jobs, classes, masks, staging, progress):
     """Phase 2: decode the chosen chips once, stage their PNG (and mask) bytes, set chip.source_sha1 (source_sha1);
-    returns (chips, skips, notes).
+    a chip's stacked twin (--pol stack) is decoded and staged with it (stacking.py). Returns (chips, skips, notes).
 
     Chips are staged in job order whatever the thread timing, so the output does not depend on it."""
     out, skips = [], []
@@ -115,13 +117,15 @@ def decode_all(jobs, classes, masks, staging, progress):
                         batch = chosen[start:start + 256]
                         n = len(batch)
                         results = pool.map(_decode_one, [reader] * n, [handle] * n, batch, [masks_dir] * n)
-                        for chip, (shape, png, mask_png, source) in zip(batch, results):
+                        for chip, (shape, png, mask_png, (source, twin)) in zip(batch, results):
                             bar.update(1)
                             if png is None:
                                 skips.append((reader.name, chip.source, "unreadable image", mask_png))
                                 continue
                             chip.source_sha1 = source
                             _stage(reader, chip, shape, png, mask_png, staging, len(out))
+                            if twin is not None:  # --pol stack: the chip as (co, cross) channels
+                                stacking.stage_twin(reader, chip, twin, staging, len(out))
                             if mask_png is None and masks_dir and chip.mask_key:
                                 mask_missing += 1
                             out.append(chip)
@@ -302,12 +306,13 @@ def single_group_warnings(records):
 def format_table(tables, classes):
     """The counts table of the summaries: one row per set and split (train, val when prepared, test)."""
     width = max([len(k) for k in classes] + [5])
-    head = f"{'set':<12} {'split':<6}" + "".join(f" {k:>{width}}" for k in classes) + f" {'total':>7}"
+    name_w = max([len(n) for n in tables] + [12])
+    head = f"{'set':<{name_w}} {'split':<6}" + "".join(f" {k:>{width}}" for k in classes) + f" {'total':>7}"
     lines = [head, "-" * len(head)]
     for name, info in tables.items():
         for split in (s for s in SPLITS if s in info["counts"]):  # train, val (when prepared), test
             row = info["counts"][split]
-            lines.append(f"{name if split == 'train' else '':<12} {split:<6}" +
+            lines.append(f"{name if split == 'train' else '':<{name_w}} {split:<6}" +
                          "".join(f" {row.get(k, 0):>{width}}" for k in classes) + f" {sum(row.values()):>7}")
     return "\n".join(lines)
 
