@@ -44,6 +44,7 @@ import inputs as inputs_module  # `inputs` names the variant in this module's fu
 import metrics
 import runs
 import sets
+import stacking
 from cli import run_main
 from inputs import border_ring  # the sea ring, one owner: the clutter radiometry normalises by it
 
@@ -87,6 +88,8 @@ def pixel_stats(image):
 @lru_cache(maxsize=None)
 def _chip_stats(path, mtime_ns, size):
     # keyed by the file's identity too, so a rewritten chip is decoded again
+    if Path(path).suffix == stacking.SUFFIX:  # a stacked (co, cross) chip: the statistics of its co channel
+        return pixel_stats(stacking.read_tiff(path)[0])
     with Image.open(path) as im:
         if im.mode != "L":
             raise ValueError(f"{path}: expected a single-channel 8-bit PNG (mode L), found mode {im.mode}")
@@ -94,8 +97,9 @@ def _chip_stats(path, mtime_ns, size):
 
 
 def chip_stats(path):
-    """SHORTCUT_FEATURES of the PNG at `path`, decoded once per process (the PNG's own size is the chip size:
-    dataset_prep writes chips at native size, so it equals the manifest's chip_h, chip_w)."""
+    """SHORTCUT_FEATURES of the PNG at `path` (of a stacked TIFF: its co channel, the co set's chip), decoded once per
+    process (the file's own size is the chip size: dataset_prep writes chips at native size, so it equals the
+    manifest's chip_h, chip_w)."""
     st = os.stat(path)
     return _chip_stats(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
 

@@ -3,6 +3,7 @@
     from data import load_split, Batches, SplitCache
     train = load_split("data/prepared/fusar", "train", img_size=224)     # SplitArrays
     train.images.shape                                                    # (N, 224, 224) uint8
+    load_split("data/prepared/opensarship-stack", "test", 64).images.shape   # (N, 2, 64, 64): co, cross
     print(train.describe())          # 2410 chips at 224 px = 120.9 MB uint8, in RAM (reused .cache/train_...)
     scaled = load_split("data/prepared/opensarship", "test", 64, inputs="m10-clutter")   # inputs.py's variants
     scaled.left_out                  # [(path, reason)]: chips without usable pixel spacing
@@ -59,18 +60,20 @@ from PIL import Image
 import inputs as chip_inputs
 import runs
 import sets
+import stacking
 
 AUGMENTATIONS = ("none", "flip", "flip+rot90")
 # Views an augmentation can produce. View v of a chip: horizontally flipped if v is odd, then rotated by
 # v // 2 quarter turns (counter-clockwise, torch.rot90): 0 identity, 1 flip, 2 rot90, 3 flip+rot90, ...
 NUM_VIEWS = {"none": 1, "flip": 2, "flip+rot90": 8}
 CACHE_DIR = ".cache"
+DAMAGED = "the prepared set is damaged; rerun python dataset_prep.py --force (with the options that prepared it)"
 KEY_CHARS = 16  # hex digits of the manifest sha1 in a cache file name: collisions are out of reach
 
 
 @dataclass
 class SplitArrays:
-    images: np.ndarray  # (N, S, S) uint8 (an np.memmap with mmap=True)
+    images: np.ndarray  # (N, S, S) uint8, (N, 2, S, S) for a stacked set (an np.memmap with mmap=True)
     labels: np.ndarray  # (N,) int64, index into classes
     paths: list  # relative to the set folder, exactly as in its manifest.csv (e.g. "test/Cargo/x.png")
     classes: list  # sorted class names of the whole set (train and test), the ImageFolder order
@@ -110,36 +113,50 @@ class ChipReadError(Exception):
     the message names the file and the fix."""
 
 
+def _resize(image, img_size):
+    # Pillow's resize antialiases when it shrinks (the filter support widens with the scale), so large FUSAR chips
+    # are averaged down rather than aliased; small OpenSARShip chips are interpolated up.
+    im = Image.fromarray(image).resize((img_size, img_size), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _decode_stacked(path, img_size):
+    """A stacked (co, cross) chip at img_size: (2, S, S), each channel resized whole as a single-channel chip."""
+    try:
+        channels = stacking.read_tiff(path)
+    except FileNotFoundError:
+        raise ChipReadError(f"{path}: no such file, but the set's manifest.csv lists it: {DAMAGED}") from None
+    except ValueError as e:
+        raise ChipReadError(f"{path}: cannot decode this chip ({e}): {DAMAGED}") from None
+    return np.stack([_resize(c, img_size) for c in channels])
+
+
 def _decode(path, img_size, inputs=None, chip=None):
     """One chip at img_size: resized whole (inputs None: raw), or through inputs.transform with `chip` =
     (spacing, resolution, seed, product)."""
+    if Path(path).suffix == stacking.SUFFIX:
+        return _decode_stacked(path, img_size)
     try:
         with Image.open(path) as im:
             im = im.convert("L")
             if inputs is not None:
                 image = np.asarray(im, dtype=np.uint8)
             else:
-                # Pillow's resize antialiases when it shrinks (the filter support widens with the scale), so large
-                # FUSAR chips are averaged down rather than aliased; small OpenSARShip chips are interpolated up.
-                im = im.resize((img_size, img_size), Image.Resampling.BILINEAR)
-                return np.asarray(im, dtype=np.uint8)
+                return _resize(np.asarray(im, dtype=np.uint8), img_size)
     except FileNotFoundError:
-        raise ChipReadError(f"{path}: no such file, but the set's manifest.csv lists it: the prepared set is "
-                            "damaged; rerun python dataset_prep.py --force (with the options that prepared it)"
-                            ) from None
+        raise ChipReadError(f"{path}: no such file, but the set's manifest.csv lists it: {DAMAGED}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # Pillow's decode errors
-        raise ChipReadError(f"{path}: cannot decode this chip ({e}): the prepared set is damaged; rerun python "
-                            "dataset_prep.py --force (with the options that prepared it)") from None
+        raise ChipReadError(f"{path}: cannot decode this chip ({e}): {DAMAGED}") from None
     spacing, resolution, seed, product = chip
     return chip_inputs.transform(image, spacing, resolution, img_size, inputs, seed, product)
 
 
-def decode_files(files, img_size, num_workers=0, inputs=None, chips=None):
-    """(N, S, S) uint8: every file decoded and resized whole, or (a harmonised inputs.Inputs) transformed with
-    chips[i] = (spacing, resolution, seed, product). num_workers > 0 decodes with that many threads (Pillow,
-    NumPy and SciPy release the GIL in their loops, so threads scale without the start-up cost of processes);
-    the result does not depend on it."""
-    images = np.zeros((len(files), img_size, img_size), np.uint8)  # filled in place: no second copy to stack
+def decode_files(files, img_size, num_workers=0, inputs=None, chips=None, channels=1):
+    """(N, S, S) uint8 ((N, C, S, S) for stacked chips, channels C > 1): every file decoded and resized whole, or
+    (a harmonised inputs.Inputs) transformed with chips[i] = (spacing, resolution, seed, product). num_workers > 0
+    decodes with that many threads (Pillow, NumPy and SciPy release the GIL in their loops, so threads scale
+    without the start-up cost of processes); the result does not depend on it."""
+    images = np.zeros(image_shape(len(files), img_size, channels), np.uint8)  # filled in place: no second copy
     inputs = inputs if inputs is not None and inputs.harmonised else None
 
     def one(i):
@@ -152,6 +169,11 @@ def decode_files(files, img_size, num_workers=0, inputs=None, chips=None):
         for i in range(len(files)):
             one(i)
     return images
+
+
+def image_shape(n, img_size, channels=1):
+    """The shape of n decoded chips: (N, S, S), or (N, C, S, S) for stacked chips."""
+    return (n, img_size, img_size) if channels == 1 else (n, channels, img_size, img_size)
 
 
 def cache_file(set_dir, split, img_size, manifest_sha, inputs_name=chip_inputs.RAW):
@@ -264,6 +286,10 @@ def load_split(set_dir, split, img_size, num_workers=0, cache=True, mmap=False, 
     if not rows:
         hint = " with --val-size above 0" if split == "val" else ""
         raise ValueError(f"{set_dir} has no {split} chips in its manifest.csv: rerun python dataset_prep.py{hint}")
+    channels = sets.row_channels(rows[0])
+    if channels > 1 and variant.name != chip_inputs.RAW:
+        raise ValueError(f"{set_dir} holds stacked {channels}-channel chips, which only the raw inputs show (the "
+                         f"{variant.name} resampling and radiometry are defined for one channel): use --inputs raw")
     rows, chips, left_out = _keep(rows, variant, set_dir, split)
     files = [set_dir / row["path"] for row in rows]
     labels = np.array([classes.index(row["class"]) for row in rows], dtype=np.int64)
@@ -272,10 +298,10 @@ def load_split(set_dir, split, img_size, num_workers=0, cache=True, mmap=False, 
     start = time.perf_counter()
     if cache:
         out.cache_path = cache_file(set_dir, split, img_size, sha, variant.name)
-        out.images = _read_cache(out.cache_path, (len(files), img_size, img_size), mmap)  # the kept chips' number
+        out.images = _read_cache(out.cache_path, image_shape(len(files), img_size, channels), mmap)  # kept chips
         out.cache_status = "reused"
     if out.images is None:
-        out.images = decode_files(files, img_size, num_workers, variant, chips)
+        out.images = decode_files(files, img_size, num_workers, variant, chips, channels)
         if cache:
             try:
                 out.cache_path.parent.mkdir(exist_ok=True)

@@ -197,7 +197,8 @@ def fresh_model(cell, classes, images, labels, args, device, precision):
     it got: --weights auto resolved)."""
     engine.seed_everything(cell.seed)
     weights = resolve_weights(cell.model, args.weights)  # --weights auto: what this model actually gets
-    model = build_model(cell.model, len(classes), weights)
+    # the chips' channels: 1, or 2 for a stacked (co, cross) set, whose images are (N, 2, S, S)
+    model = build_model(cell.model, len(classes), weights, in_channels=images.shape[1] if images.dim() == 4 else 1)
     init_sha1 = state_sha1(model)
     # channels-last on CUDA: the layout tensor cores want; on the CPU the default layout
     model = model.to(device, memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)

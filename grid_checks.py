@@ -96,6 +96,15 @@ def check_weights(args, train_sets, test_sets):
                          f"({', '.join(clutter)}: dB over each chip's sea); leave it out of --inputs")
 
 
+def check_stacked(args, train_sets):
+    """Stacked (co, cross) sets are shown raw: the harmonised input variants resample and rescale one channel."""
+    stacked = [s for s in train_sets if sets.set_channels(Path(args.data_dir) / s) > 1]
+    others = [v for v in args.inputs if v != "raw"]
+    if stacked and others:
+        raise SystemExit(f"--inputs {','.join(others)} is defined for single-channel chips and {', '.join(stacked)} "
+                         "holds stacked (co, cross) chips: grid the stacked set with --inputs raw")
+
+
 def check_finished(record, args, cell, manifests):
     """Stop if a finished cell was trained with other settings (tables.TRAIN_SETTINGS) or on another version of its
     training set, or if its record lacks the args it was trained with."""

@@ -20,8 +20,10 @@ SPLIT_COLUMNS, sorted by dataset and chip, no imagery:
     source_sha1  sha1 of the chip's file as the raw data stores it (the .tif inside the scene zip, the FUSAR
                  .tiff), not of the PNG written here, which depends on the encoder: anyone with a copy of the raw
                  data can check that a chip is the one the file names (sha1sum of the extracted file)
-A chip is identified by (dataset, chip, product). Each set's summary.json keeps {manifest path: [chip id, source
-sha1]} under SOURCE_CHIPS, so a prepared folder can be exported again without decoding anything.
+The stacked set of --pol stack is not listed: each of its chips is in its co chip's split (stacking.py), so a file
+of co chips prepares it too (--split-file FILE --pol stack). A chip is identified by (dataset, chip, product).
+Each set's summary.json keeps {manifest path: [chip id, source sha1]} under SOURCE_CHIPS, so a prepared folder can
+be exported again without decoding anything.
 
 dataset_prep.py --split-file FILE gives every chip of the data found the group and split the file gives it. The
 file replaces --group-by, --test-size, --val-size and --split-seed (val exists when the file has val rows); it
@@ -40,7 +42,7 @@ from pathlib import Path
 
 import readers
 import splits
-from sets import MIXED, SPLITS, load_summary, prepared_sets, read_manifest
+from sets import MIXED, SPLITS, STACKED, load_summary, prepared_sets, read_manifest
 
 SPLIT_COLUMNS = ("dataset", "chip", "product", "pol", "class", "group", "split", "source_sha1")
 SOURCE_CHIPS = "source_chips"  # a set's summary.json: {manifest path: [chip id, source sha1]}
@@ -96,7 +98,7 @@ def check_target(path, split_file=None):
 
 def export_rows(out):
     """The split file's rows for the per-dataset sets prepared under `out`, sorted by dataset and chip."""
-    names = [n for n in prepared_sets(out) if n != MIXED]
+    names = [n for n in prepared_sets(out) if n != MIXED and n not in STACKED]  # stacked chips follow their co chip
     if not names:
         raise SplitFileError(f"nothing prepared under {out} (no <set>/manifest.csv) to export: run dataset_prep.py "
                              "with the same --output-dir first")
@@ -226,7 +228,7 @@ def check_options(plan, args):
                              f"{args.product}: run with --product {products[0]}")
     pols = {r["pol"] for r in rows if r["dataset"] == "opensarship"}
     wanted = "both" if pols & CO and pols & CROSS else "cross" if pols & CROSS else "co"
-    if pols and args.pol != wanted:
+    if pols and args.pol != wanted and not (wanted == "co" and args.pol == "stack"):  # stack: the co chips too
         raise SplitFileError(f"{where} lists OpenSARShip chips of polarisations {', '.join(sorted(pols))} but this "
                              f"run prepares --pol {args.pol}: run with --pol {wanted}")
     classes = sorted({r["class"] for r in rows})

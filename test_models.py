@@ -329,6 +329,7 @@ def main(args):
     resolve_inputs(args)  # args.inputs: the --inputs list, or the variant the shorthand flags name
     n_classes = grid_checks.check_grid(args, train_sets)  # --img-size per model, two classes, --select best
     grid_checks.check_weights(args, train_sets, test_sets)  # --weights sentinel1: ResNets on calibrated dB only
+    grid_checks.check_stacked(args, train_sets)  # stacked (co, cross) chips: raw inputs only
     grid = [runs.Cell(*c) for c in itertools.product(train_sets, args.models, args.imbalance, args.inputs, args.lr,
                                                      args.seeds)]
     cells = distributed.shard_cells(grid, args.shard)
