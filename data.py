@@ -113,7 +113,8 @@ class ChipReadError(Exception):
     the message names the file and the fix."""
 
 
-def _resize(image, img_size):
+def resize_whole(image, img_size):
+    """An (H, W) uint8 chip resized whole to (S, S): the raw inputs' geometry."""
     # Pillow's resize antialiases when it shrinks (the filter support widens with the scale), so large FUSAR chips
     # are averaged down rather than aliased; small OpenSARShip chips are interpolated up.
     im = Image.fromarray(image).resize((img_size, img_size), Image.Resampling.BILINEAR)
@@ -128,7 +129,7 @@ def _decode_stacked(path, img_size):
         raise ChipReadError(f"{path}: no such file, but the set's manifest.csv lists it: {DAMAGED}") from None
     except ValueError as e:
         raise ChipReadError(f"{path}: cannot decode this chip ({e}): {DAMAGED}") from None
-    return np.stack([_resize(c, img_size) for c in channels])
+    return np.stack([resize_whole(c, img_size) for c in channels])
 
 
 def _decode(path, img_size, inputs=None, chip=None):
@@ -142,7 +143,7 @@ def _decode(path, img_size, inputs=None, chip=None):
             if inputs is not None:
                 image = np.asarray(im, dtype=np.uint8)
             else:
-                return _resize(np.asarray(im, dtype=np.uint8), img_size)
+                return resize_whole(np.asarray(im, dtype=np.uint8), img_size)
     except FileNotFoundError:
         raise ChipReadError(f"{path}: no such file, but the set's manifest.csv lists it: {DAMAGED}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # Pillow's decode errors

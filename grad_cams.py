@@ -208,7 +208,7 @@ def _grid_predictions(cell, set_name):
 
 # ------------------------------------------------------------------------------------------------------ CAMs
 def compute_cams(model, images, method=METHOD, device="cpu", batch_size=BATCH_SIZE):
-    """Explain the predicted class of each chip. images: uint8 (N, S, S) as data.load_split gives them;
+    """Explain the predicted class of each chip. images: uint8 (N, S, S) or (N, 2, S, S) as data.load_split gives them;
     device: a torch.device or its name.
 
     Returns (maps float32 (N, S, S) in [0, 1], preds int64 (N,), probs float32 (N, C))."""
@@ -270,7 +270,8 @@ def explain_model(job, model, ckpt, chosen, regions_native, args, device, split_
     out_dir = Path(exp_dir) / set_name / model_name
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, regions, per_class_i = [], [], {}
-    for row, chip, cam_map, p in zip(chosen, images, maps, preds):
+    shown = images[:, 0] if images.ndim == 4 else images  # a stacked (co, cross) chip is shown by its co channel
+    for row, chip, cam_map, p in zip(chosen, shown, maps, preds):
         cls, pred = row["class"], classes[int(p)]
         i = per_class_i[cls] = per_class_i.get(cls, -1) + 1
         write_png(out_dir / f"{cls}_o{i}.png", chip)
@@ -285,7 +286,7 @@ def explain_model(job, model, ckpt, chosen, regions_native, args, device, split_
                      "region_to_hull": region_to_hull(row, native)})
     road, extra = score_model(rows, model, images, maps, preds, regions, device, args.batch_size, road_at,
                               args.seed)
-    return rows, {"chips": images, "maps": maps, "regions": regions, "rows": rows, "road": road,
+    return rows, {"chips": shown, "maps": maps, "regions": regions, "rows": rows, "road": road,
                   "extra": {**extra, "cam_s_per_chip": cam_s}}
 
 

@@ -10,7 +10,8 @@ predictions_<set>.csv: path (as the manifest lists it, or inside the folder or z
 column, when it has one), pred, prob_<Class> for every class of the cell.
 
 The preprocessing is the cell's (its checkpoint.pt and record.json): its image size, its input variant (inputs.py),
-single-channel 8-bit chips. Every chip goes through inputs.transform with the per-chip arguments the grid's splits
+its channels (single-channel 8-bit chips; a stacked cell's 2-channel (co, cross) TIFFs, dataset_prep.py --pol stack,
+each channel resized whole). Every chip goes through inputs.transform with the per-chip arguments the grid's splits
 get (data.chip_args: spacing, resolution, the padding's seed from the chip's sha1, the product), and the model runs
 as in the grid's evaluation (engine.evaluate, the cell's --amp), so a prepared chip gets the grid's probabilities.
   raw, clutter     the whole chip resized to the image size: nothing else is needed.
@@ -19,23 +20,20 @@ as in the grid's evaluation (engine.evaluate, the cell's --amp), so a prepared c
                    or zip needs --spacing ROW_M,COL_M (one for all its chips), and -match also --dataset (the sensor).
   ...clutter       decibels over the chip's sea, read apart for Patch_Cal (dB) and amplitude chips: a folder or zip
                    needs --product uint8 or cal (a manifest's product column says it). Sentinel-1 weights: cal only.
-
-Refused, with a message naming the file and the fix: a --cell that is not a finished cell (no checkpoint.pt or
-record.json); a chip that is not single-channel (RGB, a 2-band or multi-page TIFF) or not 8-bit (16-bit, float:
-prepare such chips with dataset_prep.py); an input without the spacing or product the cell needs. A manifest's chips
-without spacing are left out and counted, as the grid leaves them out of its splits. A file that cannot be decoded
-at all (damaged, missing) is skipped, counted and named: one bad file must not cost the predictions of the others,
-and the CSV lists the chips predicted. The summary gives the chips, the predicted class counts and the time.
+Refused, with a message naming the file and the fix: a --cell that is not a finished cell; a chip of another channel
+count than the cell's (RGB, a 2-band or multi-page TIFF) or not 8-bit (16-bit, float: prepare such chips with
+dataset_prep.py); an input without the spacing or product the cell needs. A manifest's chips without spacing are
+left out and counted, as the grid leaves them out of its splits. A file that cannot be decoded at all (damaged,
+missing) is skipped, counted and named: one bad file must not cost the predictions of the others. The summary gives
+the chips, the predicted class counts and the time.
 """
 
 import argparse
 import csv
 import hashlib
-import io
 import math
 import sys
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +41,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
@@ -53,6 +50,8 @@ import engine
 import inputs
 import runs
 import sets
+import stacking
+from chip_layout import Unreadable, image_layout
 from cli import HelpFormatter, add_shared, int_at_least, run_main, writable
 from models import CheckpointError, load_trained
 from pretrained import WeightsUnavailableError
@@ -63,15 +62,6 @@ PRODUCTS = ("uint8", "cal")  # what clutter radiometry tells apart (inputs._ampl
 SPACING_COLUMNS = ("spacing_row_m", "spacing_col_m")
 PROGRESS_MIN = 256  # chips from which a progress bar is shown
 SHOWN = 5  # names listed per kind of problem in the summary
-TIFF_SAMPLES_PER_PIXEL = 277  # Pillow opens some 2-band TIFFs as mode L: the tag says how many bands there are
-MODE_KINDS = {"1": "1-bit pixels", "P": "palette (colour-indexed) pixels", "I": "32-bit integer pixels",
-              "F": "32-bit float pixels", "I;16": "16-bit pixels", "I;16B": "16-bit pixels", "I;16L": "16-bit pixels"}
-
-
-class Unreadable(Exception):
-    """A chip file that cannot be read or decoded: skipped and counted, with the reason."""
-
-
 @dataclass
 class Chip:
     path: str  # as written in the CSV
@@ -276,47 +266,6 @@ def input_chips(args, cell):
 # ------------------------------------------------------------------------------------------------------------
 # one chip
 
-def image_layout(content):
-    """(what is wrong with the file's layout or None, what is wrong with its pixel type or None, 2-D uint8 array or
-    None) of an image file's bytes. Pillow first; a TIFF it cannot open (a 2-band planar TIFF, for one) through
-    tifffile. Unreadable when neither decodes it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a damaged file is reported once, as a skipped chip
-        try:
-            with Image.open(io.BytesIO(content)) as im:
-                im.load()
-                tiff = im.format == "TIFF"
-                samples = int(getattr(im, "tag_v2", {}).get(TIFF_SAMPLES_PER_PIXEL, 1))
-                channels = max(len(im.getbands()), samples)
-                depth = None if im.mode == "L" else MODE_KINDS.get(im.mode, f"Pillow mode {im.mode}")
-                pixels = np.asarray(im) if depth is None else None
-                return layout_problem(channels, getattr(im, "n_frames", 1), im.mode, tiff), depth, pixels
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-            error = e
-        if content[:4] in (b"II*\x00", b"MM\x00*"):
-            import tifffile  # the TIFFs Pillow rejects (odd sample layouts)
-            try:
-                with tifffile.TiffFile(io.BytesIO(content)) as tif:
-                    page = tif.pages[0]
-                    dtype = np.dtype(page.dtype)
-                    problem = layout_problem(page.samplesperpixel, len(tif.pages), "", True)
-                    depth = None if dtype == np.uint8 else f"{dtype.name} pixels"
-                    pixels = page.asarray().reshape(page.shape[:2]) if problem is None and depth is None else None
-                    return problem, depth, pixels
-            except Exception:  # noqa: BLE001 - tifffile raises many types; Pillow's error is the more telling one
-                pass
-    raise Unreadable(f"cannot decode image: {archives.clean_error(error)}")
-
-
-def layout_problem(channels, pages, mode, tiff):
-    """What makes a file other than one single-channel image ("3 channels (RGB)", "2 pages"), or None."""
-    if channels != 1:
-        return f"{channels} channels ({mode if mode not in ('', 'L') else f'a {channels}-band TIFF'})"
-    if pages != 1:
-        return f"{pages} pages (a multi-page {'TIFF' if tiff else 'image'})"
-    return None
-
-
 def chip_pixels(chip, cell):
     """The chip as the cell's model sees it: (S, S) uint8. Unreadable (skipped) or SystemExit (refused)."""
     try:
@@ -325,6 +274,8 @@ def chip_pixels(chip, cell):
         raise Unreadable("no such file") from None
     except archives.READ_ERRORS as e:
         raise Unreadable(f"cannot read it: {archives.clean_error(e)}") from None
+    if cell.model.in_channels > 1:
+        return stacked_pixels(chip, content, cell)
     problem, depth, pixels = image_layout(content)
     fix = ("save each chip as a single-channel 8-bit image (PNG or TIFF), as dataset_prep.py writes them, or "
            "prepare the chips with dataset_prep.py")
@@ -338,6 +289,20 @@ def chip_pixels(chip, cell):
     return inputs.transform(pixels, spacing, resolution, cell.img_size, cell.variant, seed, product)
 
 
+def stacked_pixels(chip, content, cell):
+    """A stacked cell's chip, a 2-channel 8-bit TIFF (co, cross), as its model sees it: (2, S, S) uint8, each channel
+    resized whole (stacked cells take raw inputs only)."""
+    try:
+        channels = stacking.read_tiff(content)
+    except ValueError as e:
+        if not isinstance(e, stacking.NotStacked):  # an image of another kind than TIFF, or a damaged file
+            problem, _, _ = image_layout(content)  # Unreadable (skipped) when nothing decodes it
+            e = problem or "a single-channel image"
+        raise SystemExit(f"{chip.label}: {e}, but the cell {cell.folder} takes stacked (co, cross) chips: give the "
+                         "chips of a set prepared with dataset_prep.py --pol stack") from None
+    return np.stack([data.resize_whole(c, cell.img_size) for c in channels])
+
+
 # ------------------------------------------------------------------------------------------------------------
 # predicting and writing
 
@@ -347,7 +312,7 @@ def predict(cell, chips, batch_size, device):
     kept, skipped, probs, batch = [], [], [], []
 
     def flush():
-        x = torch.from_numpy(np.stack(batch)).to(device)  # (B, S, S) uint8
+        x = torch.from_numpy(np.stack(batch)).to(device)  # (B, S, S) or (B, 2, S, S) uint8
         probs.append(engine.evaluate(cell.model, [(x, None)], device, precision))
         batch.clear()
 

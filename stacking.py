@@ -34,8 +34,13 @@ def encode_tiff(arr):
     return buf.getvalue()
 
 
+class NotStacked(ValueError):
+    """A readable image that is not a stacked chip (another channel count or pixel type)."""
+
+
 def read_tiff(path_or_bytes):
-    """A stacked chip file -> (C, H, W) uint8. ValueError with the reason when it is not one."""
+    """A stacked chip file (a path or its bytes) -> (2, H, W) uint8. ValueError with the reason when it cannot be
+    decoded; NotStacked when it is an image of another layout."""
     import tifffile
     try:
         arr = tifffile.imread(io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes)
@@ -44,7 +49,7 @@ def read_tiff(path_or_bytes):
     except Exception as e:  # tifffile raises many types for a damaged file
         raise ValueError(f"not a readable TIFF ({type(e).__name__}: {e})") from None
     if arr.ndim != 3 or arr.shape[-1] != 2 or arr.dtype != np.uint8:
-        raise ValueError(f"not a 2-channel 8-bit chip (shape {arr.shape}, {arr.dtype})")
+        raise NotStacked(f"not a 2-channel 8-bit chip (shape {arr.shape}, {arr.dtype})")
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
 
 
