@@ -24,6 +24,7 @@ figures/*.png; --exp-dir defaults to <output-dir>/Exp_images). Writes into <outp
     report_figures/imbalance_effects.png  each strategy minus `none` per seed pair, on the training set's test
     report_figures/curves_<set>.png       the training curves of every run shown, per training set (curves.py)
     report_cross_sensor.csv, report_figures/cross_sensor.png   the cross-sensor section's rows (cross_section.py)
+    report_pol.csv, report_figures/co_vs_stack.png     co against stacked co + cross chips (pol_section.py)
 
 The three questions of Awais & Reggiannini (ICEAA 2024), in the order the report answers them:
 1. How well does each model tell Cargo, Fishing and Tanker apart, and does it clear the floor of predicting
@@ -86,6 +87,7 @@ from cam_section import image_lines, section_calibration, section_gradcam
 import runs
 from cli import HelpFormatter, add_shared, int_at_least, run_main, writable
 from cross_section import section_cross
+from pol_section import section_pol
 from curves import section_curves
 from effect_figures import plot_imbalance_effects
 from effects_section import (BASELINE, EFFECTS_CSV, add_paired_intervals, baseline_gaps, imbalance_arms,
@@ -431,6 +433,7 @@ def build_report(output_dir, data_dir, exp_dir=None, n_boot=N_BOOTSTRAP, grids=N
     lines += section_imbalance(g["shown"], g["effects"], g["rarest"], figure_lines, n_boot)
     lines += section_transfer(g["gaps"], heatmap_lines(output_dir, g["shown"]), n_boot)
     lines += section_cross(output_dir, g["classes"], n_boot, BOOTSTRAP_SEED, output_dir, [r for _, r in g["found"]])
+    lines += section_pol(output_dir, g["classes"], n_boot, BOOTSTRAP_SEED)
     lines += section_curves(output_dir / FIGURES, output_dir, g["raw_found"], g["shown"])
     lines += section_gradcam(exp_dir, output_dir)
     lines += section_calibration(output_dir, output_dir)

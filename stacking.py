@@ -16,6 +16,7 @@ the stacked set, with its reason.
 
 import hashlib
 import io
+import re
 
 import numpy as np
 
@@ -23,6 +24,14 @@ from archives import READ_ERRORS
 from sets import stacked_set
 
 SUFFIX = ".tif"
+# a co chip file's polarisation suffix, before the sha1 prefix name_files adds to a name taken twice
+POL_SUFFIX = re.compile(r"_(?:vv|vh|hh|hv)(?=(?:_[0-9a-f]{8})?$)")
+
+
+def twin_key(path):
+    """The key a chip file's path shares with its twin (its co chip, or its stacked version): the path without its
+    extension and, for a co chip, without the polarisation suffix the twin's name lacks (stacked_chips' naming)."""
+    return POL_SUFFIX.sub("", str(path).rsplit(".", 1)[0])
 
 
 def encode_tiff(arr):
