@@ -128,7 +128,7 @@ class FrozenBackbone(nn.Sequential):
 
 
 class Classifier(nn.Module):
-    """backbone: (B, 1, H, W) -> (B, F); head: (B, F) -> (B, classes)."""
+    """backbone: (B, C, H, W) -> (B, F), C = in_channels; head: (B, F) -> (B, classes)."""
 
     def __init__(self, backbone: nn.Sequential, head: nn.Module, cam_target_name: str, in_channels: int = 1):
         super().__init__()
@@ -146,6 +146,7 @@ class Classifier(nn.Module):
         return self.get_submodule(self.cam_target_name)
 
     def forward(self, x):
+        _check_batch(x, self.in_channels)  # a message naming the channel counts, not a convolution's shape error
         return self.head(self.backbone(x))
 
 

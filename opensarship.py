@@ -347,7 +347,8 @@ def _attach_twin(scene, chip, pols, rel, patch_files):
             chip.twin_reason = f"no Patch/{stem}.tif to stack (the amplitude file of both channels)"
             return
     chip.twin = replace(chip, name=chip.name.removesuffix(f"_{chip.pol}"), pol="+".join(pols), band=STACK,
-                        source=scene.tree.describe(scene.member(rel)), member=scene.member(rel))
+                        source=scene.tree.describe(scene.member(rel)), member=scene.member(rel),
+                        co_member=chip.member if chip.product == "uint8" else "")
 
 
 def _chip_record(scene, product, cls, x, y, pol, band, rel):

@@ -48,7 +48,8 @@ class Chip:
     has_record: bool = False  # the dataset's metadata has a record of this chip
     mask_key: str | None = None  # its exact mask's path under the dataset's masks folder (synthetic data)
     # Reader-specific: what load_chip and chip_coords need beyond `member`.
-    band: str | None = None  # OpenSARShip Patch_Cal: "co" or "cross"
+    band: str | None = None  # OpenSARShip Patch_Cal: "co" or "cross"; "stack" for a stacked twin
+    co_member: str = ""  # OpenSARShip stacked twin of product uint8: its Patch_Uint8 co chip (the scale it takes)
     geometry: object = None  # OpenSARShip: where the chip lies in its scene
     # --pol stack (stacking.py): the 2-channel (co, cross) version of a co chip, decoded and written to the stacked
     # set in its co chip's split; or why the chip has none (a single-pol scene)
@@ -114,8 +115,7 @@ class Reader(abc.ABC):
     @abc.abstractmethod
     def load_chip(self, handle, chip):
         """The chip as an (H, W) uint8 array ((H, W, 2) for a stacked twin, Chip.twin); ValueError (or another of
-        archives.READ_ERRORS) with the reason
-        when it cannot be decoded."""
+        archives.READ_ERRORS) with the reason when it cannot be decoded."""
 
     def chip_coords(self, chip, h, w):
         """{head_row, head_col, tail_row, tail_col} of a decoded (h, w) chip, where known; {} by default."""

@@ -17,6 +17,7 @@ from fixtures import GRD_V1, ZIPS, manifest, real, tree_bytes, write_fusar
 
 import archives
 import dataset_prep
+import sets
 import splits
 from readers import Chip
 
@@ -32,7 +33,7 @@ def run(argv):
 def check_set(set_dir):
     """Invariants of any prepared set; returns its manifest rows."""
     rows = manifest(set_dir)
-    assert tuple(rows[0]) == dataset_prep.MANIFEST_COLUMNS
+    assert tuple(rows[0]) == sets.MANIFEST_COLUMNS
     assert [r["path"] for r in rows] == sorted(r["path"] for r in rows)
     sides = defaultdict(set)
     for r in rows:
