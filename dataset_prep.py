@@ -5,6 +5,7 @@
     python dataset_prep.py                              # real downloads under data/raw/ (see data/README.md)
     python dataset_prep.py --opensarship ~/dl/OpenSARShip_2.zip --fusar ~/dl/FUSAR-Ship1.0.zip
     python dataset_prep.py --product cal --pol both --classes Cargo,Fishing,Tanker,Tug --force
+    python dataset_prep.py --pol stack                  # also opensarship-stack: dual-pol chips as (co, cross)
     python dataset_prep.py --val-size 0                 # the study's two splits: train and test, no val
     python dataset_prep.py --split-seed 7 --output-dir data/prepared-split7   # same chips, another split
     python dataset_prep.py --export-splits paper-split.csv     # also write the split as a small CSV (no imagery)
@@ -28,6 +29,10 @@ Outputs, under --output-dir (data/prepared/), for <set> in fusar, opensarship, m
                                                          warnings, notes; <set>/summary.json lists every file
                                                          of the set with its size and sha1 ("files")
 File names carry the dataset, so `mixed` holds exactly the per-dataset files under the same relative paths.
+With --pol stack (stacking.py) the sets above are those of a --pol co run, byte for byte, and opensarship-stack
+holds every dual-pol OpenSARShip chip as a 2-channel (co, cross) 8-bit TIFF, <same name without the
+polarisation>.tif, in its co chip's split and group; the co chips of single-pol scenes are its skipped chips. It is
+never part of mixed, and a split file lists only the co chips (the stacked set follows them).
 
 Refusals and warnings. A set that would hold fewer than two classes stops the run before anything is written
 (choose classes with --classes). Printed and written to summary.txt: a class with a single group (ship) in a set,
