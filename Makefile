@@ -1,5 +1,5 @@
 # Quick start: `make demo` (the whole pipeline on synthetic data), `make test` (lint and the test suite) and
-# `make smoke` (the whole pipeline on the smallest synthetic data, in about a minute).
+# `make smoke` (the whole pipeline on the smallest synthetic data, in about 1.5 minutes).
 # Each creates .venv and installs the requirements on first use.
 PYTHON ?= python3
 VENV ?= .venv
