@@ -152,8 +152,8 @@ def get_args_parser(add_help=True):
                    help="OpenSARShip polarisation: co = VV or HH (the only channel of single-pol scenes); cross "
                         "= VH or HV; both = each as its own chip, in one group; stack = the co sets, and the "
                         "dual-pol chips again as 2-channel (co, cross) TIFFs in the set opensarship-stack, each in "
-                        "its co chip's split (from Patch/ with --product uint8, both channels scaled by the co peak; "
-                        "from Patch_Cal/ with --product cal)")
+                        "its co chip's split (--product uint8: the co chip and the Patch/ cross amplitude on its "
+                        "scale; --product cal: both Patch_Cal/ bands in dB)")
     p.add_argument("--group-by", default=GROUP_BY, choices=("mmsi", "scene", "none"),
                    help="what the split never divides: mmsi = one ship (both polarisations, GRD and SLC, every "
                         "scene; by scene position where no MMSI is known); scene = one acquisition (FUSAR: by "

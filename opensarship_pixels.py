@@ -42,15 +42,17 @@ def cal_to_uint8(intensity):
     return np.round((np.clip(db, lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def load_chip(scene, chip):
-    """The chip as an (H, W) uint8 array, or (H, W, 2) for a stacked chip. Raises ValueError with the reason when
-    it cannot be decoded."""
+def load_chip(scene, chip, co=None):
+    """The chip as an (H, W) uint8 array, or (H, W, 2) for a stacked chip. co: a stacked uint8 chip's co chip as
+    already decoded (else it is read from chip.co_member). Raises ValueError with the reason when it cannot be
+    decoded."""
     data = scene.tree.read(chip.member)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a corrupt file is reported once, as a skipped chip with its reason
         if chip.band == STACK:
-            co_chip = None if chip.product == "cal" else _decode(scene.tree.read(chip.co_member), chip)
-            return _decode_stack(data, chip, co_chip)
+            if co is None and chip.product != "cal":
+                co = _decode(scene.tree.read(chip.co_member), chip)
+            return _decode_stack(data, chip, co)
         return _decode(data, chip)
 
 

@@ -89,14 +89,15 @@ def describe(problems):
     return "; ".join(problems[:SHOWN]) + more
 
 
-def option_differences(summary, options):
-    """What differs between a set's summary.json and this run's options ({OPTION_KEYS: ...}), as text."""
+def option_differences(summary, options, ignore=()):
+    """What differs between a set's summary.json and this run's options ({OPTION_KEYS: ...}), as text; the option
+    names in `ignore` aside."""
     if "options" not in summary:
         return ["no options recorded (prepared by an earlier version)"]
     old = dict(summary["options"], split_seed=summary.get("split_seed"), synthetic=summary.get("synthetic"))
     new = dict(options["options"], split_seed=options["split_seed"], synthetic=options["synthetic"])
     return [f"{k} {old.get(k)} (this run: {new.get(k)})" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
+            if old.get(k) != new.get(k) and k not in ignore]
 
 
 def other_sets(out, produced, names, options, remove=False, verify=False):
@@ -113,10 +114,9 @@ def other_sets(out, produced, names, options, remove=False, verify=False):
             continue
         again = f"prepare it again with this run's options (name its data too: --{name} PATH)"
         try:
-            differences = option_differences(load_summary(out, name), options)
-            if name in STACKED and options["options"].get("pol") == "co":
-                # a stacked set is the dual-pol part of a co set split with the same options: a co run keeps it
-                differences = [d for d in differences if not d.startswith("pol stack ")]
+            # a stacked set is the dual-pol part of a co set split with the same options: a co run keeps it
+            co_run = name in STACKED and options["options"].get("pol") == "co"
+            differences = option_differences(load_summary(out, name), options, ("pol",) if co_run else ())
         except (OSError, ValueError) as e:
             raise SystemExit(f"error: {set_dir / SUMMARY_JSON} cannot be read ({e}), so whether {name} was "
                              f"prepared like this run is unknown: {again}, or remove it with --remove-other-sets"

@@ -114,8 +114,9 @@ class Reader(abc.ABC):
 
     @abc.abstractmethod
     def load_chip(self, handle, chip):
-        """The chip as an (H, W) uint8 array ((H, W, 2) for a stacked twin, Chip.twin); ValueError (or another of
-        archives.READ_ERRORS) with the reason when it cannot be decoded."""
+        """The chip as an (H, W) uint8 array; ValueError (or another of archives.READ_ERRORS) with the reason when it
+        cannot be decoded. A reader whose chips have stacked twins (Chip.twin) gives a twin as (H, W, 2) and is also
+        called load_chip(handle, twin, co=<the co chip as decoded>), so it need not decode that again."""
 
     def chip_coords(self, chip, h, w):
         """{head_row, head_col, tail_row, tail_col} of a decoded (h, w) chip, where known; {} by default."""

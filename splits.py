@@ -92,7 +92,7 @@ def _decode_one(reader, handle, chip, masks_dir):
     except READ_ERRORS as e:
         return None, None, str(e), (None, None)  # the reason rides in the third slot
     mask = _read_mask(masks_dir, chip, arr.shape)
-    twin = None if chip.twin is None else stacking.decode_twin(reader, handle, chip.twin)
+    twin = None if chip.twin is None else stacking.decode_twin(reader, handle, chip.twin, arr)
     return arr.shape, encode_png(arr), None if mask is None else encode_png(mask), (source, twin)
 
 

@@ -1,6 +1,6 @@
 """Stacked dual-pol chips on their way to the prepared set (dataset_prep.py --pol stack).
 
-    twin = stacking.decode_twin(reader, handle, chip.twin)       # in splits.decode_all's worker threads
+    twin = stacking.decode_twin(reader, handle, chip.twin, co)   # in splits.decode_all's workers; co: the co pixels
     stacking.stage_twin(reader, chip, twin, staging, index)       # after the co chip is staged
     chips, skips = stacking.stacked_chips(chips, "opensarship")   # after the split: the stacked set's chips
 
@@ -62,11 +62,12 @@ def read_tiff(path_or_bytes):
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
 
 
-def decode_twin(reader, handle, twin):
-    """(shape, TIFF bytes, sha1 of its raw file) of a twin, or (None, reason, None)."""
+def decode_twin(reader, handle, twin, co):
+    """(shape, TIFF bytes, sha1 of its raw file) of a twin, or (None, reason, None). co: its co chip as decoded, which
+    the reader takes instead of decoding it again (readers.Reader.load_chip)."""
     try:
         source = hashlib.sha1(getattr(handle, "tree", handle).read(twin.member)).hexdigest()
-        arr = reader.load_chip(handle, twin)
+        arr = reader.load_chip(handle, twin, co=co)
     except READ_ERRORS as e:
         return None, str(e), None
     return arr.shape, encode_tiff(arr), source
